@@ -1,0 +1,5 @@
+"""VideoElevator core: training-free video quality elevation with a T2I and a T2V model.
+
+Pure torch/diffusers/einops code; never imports WebUI modules. Hosts plug in through
+``lib_elevator.backends``.
+"""
