@@ -1,0 +1,200 @@
+"""Standalone host: VideoElevator on diffusers models (CPU tests, headless scripting, the CLI).
+
+The T2I is a ``UNet2DConditionModel`` with its VAE and CLIP text encoder; the T2V is either a
+motion-module UNet (AnimateDiff/AnimateLCM) or a ``UNet3DConditionModel`` with its own text
+encoder (ZeroScope/ModelScope). Models are wrapped as ε→x̂0 denoisers for ``sample_elevator``.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..attention import inflated
+from ..noise import mixed_noise
+from ..params import ElevatorParams, ParamError, validate_size
+from ..sampler import PassCounter, sample_elevator
+from ..schedules import ANIMATEDIFF_SCHEDULE, SD_SCHEDULE, VPSchedule, c_in, ddim_sigmas
+
+# (z [G·F, C, h, w], t, contexts [G, seq, dim], frames) -> ε [G·F, C, h, w]
+EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def unet2d_eps(unet) -> EpsModel:
+    """A per-frame 2D UNet: each frame is a batch item with its group's prompt."""
+    def eps(z, t, contexts, frames):
+        return unet(z, t, encoder_hidden_states=contexts.repeat_interleave(frames, dim=0)).sample
+    return eps
+
+
+def video_unet_eps(unet, context_per_frame: bool) -> EpsModel:
+    """A video UNet on [G, C, F, h, w]. ``UNetMotionModel`` wants the prompt repeated per frame,
+    ``UNet3DConditionModel`` repeats it itself."""
+    def eps(z, t, contexts, frames):
+        video = z.unflatten(0, (-1, frames)).transpose(1, 2)
+        if context_per_frame:
+            contexts = contexts.repeat_interleave(frames, dim=0)
+        out = unet(video, t, encoder_hidden_states=contexts).sample
+        return out.transpose(1, 2).flatten(0, 1)
+    return eps
+
+
+@dataclass
+class EpsDenoiser:
+    """ε-prediction model → k-diffusion denoiser with CFG over [negative×F; prompt×F]."""
+
+    eps_model: EpsModel
+    schedule: VPSchedule
+    cond: torch.Tensor  # [1, seq, dim]
+    uncond: torch.Tensor  # [1, seq, dim]
+    cfg_scale: float
+    frames: int
+    solver: str = "ddim"
+    dtype: torch.dtype = torch.float32
+    calls: list = field(default_factory=list)  # batch groups of every model call, for auditing passes
+
+    def _denoise(self, x, sigma, contexts):
+        t = torch.tensor(self.schedule.timestep(sigma), dtype=torch.float32, device=x.device)
+        z = (x * c_in(sigma)).to(self.dtype)
+        self.calls.append(contexts.shape[0])
+        eps = self.eps_model(z, t, contexts.to(self.dtype), self.frames).to(x.dtype)
+        return x - sigma * eps
+
+    def guided(self, x, sigma):
+        both = self._denoise(torch.cat([x, x]), sigma, torch.cat([self.uncond, self.cond]))
+        uncond_x0, cond_x0 = both.chunk(2)
+        return uncond_x0 + self.cfg_scale * (cond_x0 - uncond_x0), cond_x0
+
+    def conditional(self, x, sigma):
+        return self._denoise(x, sigma, self.cond)
+
+    def unconditional(self, x, sigma):
+        return self._denoise(x, sigma, self.uncond)
+
+
+@dataclass
+class TextEncoder:
+    tokenizer: object
+    model: torch.nn.Module
+
+    @torch.no_grad()
+    def __call__(self, prompt: str) -> torch.Tensor:
+        ids = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        return self.model(ids.to(self.model.device))[0]
+
+
+@dataclass
+class T2VModel:
+    """The T2V half: an ε model, its training schedule, its solver and (optionally) its own text encoder."""
+
+    eps_model: EpsModel
+    schedule: VPSchedule
+    solver: str
+    text_encoder: TextEncoder | None = None
+    description: str = ""
+
+
+def t2v_from_motion_unet(unet_motion, solver: str = "lcm", schedule: VPSchedule = ANIMATEDIFF_SCHEDULE) -> T2VModel:
+    """A diffusers ``UNetMotionModel`` (AnimateDiff/AnimateLCM): shares the T2I's prompt embeddings."""
+    return T2VModel(video_unet_eps(unet_motion, context_per_frame=True), schedule, solver,
+                    description=f"motion-module UNet ({solver})")
+
+
+def t2v_from_unet3d(unet3d, text_encoder: TextEncoder, schedule: VPSchedule = SD_SCHEDULE,
+                    solver: str = "ddim") -> T2VModel:
+    """A diffusers ``UNet3DConditionModel`` (ZeroScope/ModelScope) with its own CLIP."""
+    return T2VModel(video_unet_eps(unet3d, context_per_frame=False), schedule, solver, text_encoder,
+                    description="UNet3D")
+
+
+@dataclass
+class ElevatorPipeline:
+    """The T2I's components plus a T2V; everything the standalone generation needs."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: TextEncoder
+    t2v: T2VModel
+    t2i_schedule: VPSchedule = SD_SCHEDULE
+    vae_chunk: int = 4
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VP latents → images in [-1, 1], a few frames at a time to bound memory."""
+        scaled = latents / self.vae.config.scaling_factor
+        dtype = next(self.vae.parameters()).dtype
+        return torch.cat([self.vae.decode(chunk.to(dtype)).sample.float()
+                          for chunk in scaled.split(self.vae_chunk)])
+
+
+@dataclass
+class ElevatorResult:
+    latents: torch.Tensor  # final VP latents [F, 4, h, w]
+    images: torch.Tensor | None  # decoded frames [F, 3, H, W] in [-1, 1]
+    counter: PassCounter
+    seconds: float
+    params: ElevatorParams
+    seed: int | None
+
+
+def generator_noise_sampler(shape, generator: torch.Generator, device, dtype):
+    """Seeded SDEdit/LCM noise, drawn from the same generator as the initial latents."""
+    return lambda sigma, sigma_next: torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
+             params: ElevatorParams = ElevatorParams(), width: int = 512, height: int = 512, steps: int = 30,
+             cfg_scale: float = 7.5, seed: int | None = 0, latents: torch.Tensor | None = None,
+             noise_sampler=None, decode: bool = True, callback=None, disable_progress: bool | None = None,
+             elevate: bool = True) -> ElevatorResult:
+    """Generate one video. ``latents`` (VP, [F, 4, h, w]) and ``noise_sampler`` override the seed.
+
+    ``elevate=False`` runs the same inflated T2I with no refinement (the baseline the elevator is
+    compared with).
+    """
+    validate_size(width, height)
+    if not 1 <= steps <= 1000:
+        raise ParamError("steps", steps, "a whole number in [1, 1000]")
+    if elevate:
+        params.refine_steps_remaining(steps)
+    else:
+        params = ElevatorParams(**{**params.to_dict(), "refine_at": ()})
+    device = next(pipe.unet.parameters()).device
+    dtype = next(pipe.unet.parameters()).dtype
+    frames = params.frames
+    latent_shape = (pipe.unet.config.in_channels, height // pipe.vae_scale, width // pipe.vae_scale)
+    generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
+    if latents is None:
+        latents = mixed_noise(frames, latent_shape, params.noise_alpha, generator=generator)
+    if latents.shape != (frames, *latent_shape):
+        raise ParamError("latents", tuple(latents.shape), f"shape {(frames, *latent_shape)}")
+    if noise_sampler is None and generator is not None:
+        noise_sampler = generator_noise_sampler((frames, *latent_shape), generator, "cpu", torch.float32)
+
+    cond, uncond = pipe.text_encoder(prompt), pipe.text_encoder(negative_prompt)
+    t2i = EpsDenoiser(unet2d_eps(pipe.unet), pipe.t2i_schedule, cond, uncond, cfg_scale, frames, dtype=dtype)
+    t2v_text = pipe.t2v.text_encoder
+    t2v_cond, t2v_uncond = (t2v_text(prompt), t2v_text(negative_prompt)) if t2v_text else (cond, uncond)
+    t2v = EpsDenoiser(pipe.t2v.eps_model, pipe.t2v.schedule, t2v_cond, t2v_uncond, params.t2v_cfg_scale, frames,
+                      solver=pipe.t2v.solver, dtype=dtype)
+
+    sigmas = ddim_sigmas(pipe.t2i_schedule, steps)
+    x = latents.to(device, torch.float32) / c_in(float(sigmas[0]))
+    device_noise = (lambda s, sn, inner=noise_sampler: inner(s, sn).to(device)) if noise_sampler else None
+    counter = PassCounter()
+    started = time.perf_counter()
+    with inflated(pipe.unet, frames):
+        x = sample_elevator(t2i, t2v, x, sigmas, params, callback=callback, disable=disable_progress,
+                            noise_sampler=device_noise, counter=counter)
+    final = x * c_in(float(sigmas[-1]))
+    images = pipe.decode(final) if decode else None
+    return ElevatorResult(final, images, counter, time.perf_counter() - started, params, seed)

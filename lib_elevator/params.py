@@ -1,0 +1,200 @@
+"""The one parameter schema: defaults, ranges and help feed validation, the API dict, the
+infotext string and the CLI flags alike.
+
+Defaults are the paper's AnimateLCM recipe (its recommended one). Where to refine is given
+either in the paper's form, *steps remaining* (26, 21, 15, 9 at 30 steps), or as fractions of
+the schedule already done (0.13, 0.3, 0.5, 0.7), which is what a user wants when they change
+the step count: both resolve to steps remaining for a given N.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+FILTERS = ("gaussian", "butterworth", "ideal", "box")
+
+
+class ParamError(ValueError):
+    """A bad parameter: the message names the field, the value and what is allowed."""
+
+    def __init__(self, name: str, value: Any, allowed: str):
+        self.name, self.value, self.allowed = name, value, allowed
+        super().__init__(f"VideoElevator: {name}={value!r} is not allowed; {allowed}")
+
+
+def _spec(default, help, *, low=None, high=None, open_low=False, choices=None, kind=None):
+    """A field with its UI/CLI metadata; ``open_low`` excludes ``low`` itself from the range."""
+    return field(default=default, metadata=dict(
+        help=help, low=low, high=high, open_low=open_low, choices=choices, kind=kind))
+
+
+@dataclass(frozen=True)
+class ElevatorParams:
+    frames: int = _spec(16, "number of video frames", low=2, high=128)
+    refine_at: tuple = _spec(
+        (0.13, 0.3, 0.5, 0.7),
+        "where to refine motion: steps remaining (e.g. 26,21,15,9) or fractions of the schedule "
+        "done (e.g. 0.13,0.3,0.5,0.7); no values = no refinement",
+        kind="refine",
+    )
+    t2v_steps: int = _spec(6, "T2V denoising steps per refinement", low=1, high=50)
+    t2v_cfg_scale: float = _spec(2.0, "classifier-free guidance of the T2V", low=1.0, high=30.0)
+    filter: str = _spec("gaussian", "low-pass filter shape", choices=FILTERS)
+    d_s: float = _spec(1.0, "low-pass spatial cut-off (1 = keep all spatial detail)", low=0.0, high=1.0, open_low=True)
+    d_t: float = _spec(0.6, "low-pass temporal cut-off (smaller = smoother motion)", low=0.0, high=1.0, open_low=True)
+    butterworth_order: int = _spec(4, "order n of the butterworth filter", low=1, high=16)
+    noise_alpha: float = _spec(0.5, "mixed-noise α: weight of the noise shared by all frames", low=0.0, high=10.0)
+    correction: bool = _spec(True, "direct-inversion correction after each refinement")
+    fps: float = _spec(8.0, "frames per second of the written video", low=1.0, high=60.0)
+
+    def __post_init__(self):
+        for spec in dataclasses.fields(self):
+            object.__setattr__(self, spec.name, _coerce(spec, getattr(self, spec.name)))
+        for spec in dataclasses.fields(self):
+            _check_range(spec, getattr(self, spec.name))
+        _check_refine_form(self.refine_at)
+
+    def refine_steps_remaining(self, steps: int) -> tuple[int, ...]:
+        """The paper's form for an N-step schedule, validated against N and ``t2v_steps``."""
+        if self.refine_at and self.refine_at[0] < 1:
+            remaining = tuple(steps - round(fraction * steps) for fraction in self.refine_at)
+        else:
+            remaining = tuple(int(value) for value in self.refine_at)
+        where = f"(refine_at={_format_refine(self.refine_at)} at {steps} steps gives steps remaining {remaining})"
+        if any(not 1 <= r <= steps for r in remaining):
+            raise ParamError("refine_at", self.refine_at, f"steps remaining must lie in 1..{steps} {where}")
+        if any(a <= b for a, b in zip(remaining, remaining[1:])):
+            raise ParamError("refine_at", self.refine_at, f"refinements must be distinct and in schedule order {where}")
+        if remaining and self.t2v_steps > remaining[-1]:
+            raise ParamError(
+                "t2v_steps", self.t2v_steps,
+                f"the last refinement has only {remaining[-1]} steps left, so at most {remaining[-1]} T2V steps {where}",
+            )
+        return remaining
+
+    def to_dict(self) -> dict:
+        return {spec.name: _jsonable(getattr(self, spec.name)) for spec in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ElevatorParams":
+        """Missing keys take defaults; unknown keys are an error (a typo must not pass silently)."""
+        known = {spec.name for spec in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParamError(unknown[0], values[unknown[0]], f"known fields are {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_infotext(self) -> str:
+        """A compact ``key=value`` string without commas, so it sits in WebUI infotext unquoted."""
+        return " ".join(f"{name}={_format_value(value)}" for name, value in self.to_dict().items())
+
+    @classmethod
+    def from_infotext(cls, text: str) -> "ElevatorParams":
+        values = {}
+        for item in text.split():
+            name, sep, raw = item.partition("=")
+            if not sep:
+                raise ParamError("infotext", item, "expected key=value items")
+            values[name] = raw.split("/") if name == "refine_at" else raw
+        if values.get("refine_at") == [""]:
+            values["refine_at"] = ()
+        return cls.from_dict(values)
+
+
+def field_specs() -> list[dataclasses.Field]:
+    """The schema's fields with their metadata (help, low, high, choices), for UIs and CLIs."""
+    return list(dataclasses.fields(ElevatorParams))
+
+
+def validate_size(width: int, height: int, low: int = 64, high: int = 2048) -> None:
+    for name, value in (("width", width), ("height", height)):
+        if not isinstance(value, int) or not low <= value <= high or value % 8:
+            raise ParamError(name, value, f"a multiple of 8 in {low}..{high}")
+
+
+def _coerce(spec: dataclasses.Field, value):
+    """Accept the API's and the infotext's spellings (strings, lists) and store typed values."""
+    try:
+        if spec.metadata["kind"] == "refine":
+            if isinstance(value, str):
+                value = [part for part in value.replace("/", ",").split(",") if part.strip()]
+            return tuple(_number(part) for part in value)
+        if spec.type == "bool":
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "on", "off", "1", "0"):
+                    raise ValueError(value)
+                return lowered in ("true", "on", "1")
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if spec.type == "int":
+            number = _number(value)
+            if number != int(number):
+                raise ValueError(value)
+            return int(number)
+        if spec.type == "float":
+            number = float(_number(value))
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
+        if spec.type == "str":
+            return str(value).strip().lower()
+    except (TypeError, ValueError):
+        raise ParamError(spec.name, value, f"expected {_describe_type(spec)}") from None
+    raise TypeError(f"unhandled field type {spec.type}")
+
+
+def _number(value):
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        return value
+    text = str(value).strip()
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _check_range(spec: dataclasses.Field, value) -> None:
+    meta = spec.metadata
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ParamError(spec.name, value, f"one of {', '.join(meta['choices'])}")
+    if meta["low"] is None:
+        return
+    above_low = value > meta["low"] if meta["open_low"] else value >= meta["low"]
+    if not (above_low and value <= meta["high"]):
+        bracket = "(" if meta["open_low"] else "["
+        raise ParamError(spec.name, value, f"a value in {bracket}{meta['low']:g}, {meta['high']:g}]")
+
+
+def _check_refine_form(refine_at: tuple) -> None:
+    fractions = [value for value in refine_at if 0 < value < 1]
+    steps = [value for value in refine_at if value >= 1 and value == int(value)]
+    if len(fractions) + len(steps) != len(refine_at) or (fractions and steps):
+        raise ParamError(
+            "refine_at", refine_at,
+            "either whole steps remaining (>= 1, e.g. 26,21,15,9) or fractions in (0, 1) (e.g. 0.13,0.3,0.5,0.7), not mixed",
+        )
+
+
+def _describe_type(spec: dataclasses.Field) -> str:
+    if spec.metadata["kind"] == "refine":
+        return "a list of numbers such as 26,21,15,9 or 0.13,0.3,0.5,0.7"
+    return {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "text"}[spec.type]
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return _format_refine(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _format_refine(values) -> str:
+    return "/".join(f"{v:g}" for v in values)
