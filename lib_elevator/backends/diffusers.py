@@ -7,8 +7,7 @@ encoder (ZeroScope/ModelScope). Models are wrapped as ε→x̂0 denoisers for ``
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -54,12 +53,10 @@ class EpsDenoiser:
     frames: int
     solver: str = "ddim"
     dtype: torch.dtype = torch.float32
-    calls: list = field(default_factory=list)  # batch groups of every model call, for auditing passes
 
     def _denoise(self, x, sigma, contexts):
         t = torch.tensor(self.schedule.timestep(sigma), dtype=torch.float32, device=x.device)
         z = (x * c_in(sigma)).to(self.dtype)
-        self.calls.append(contexts.shape[0])
         eps = self.eps_model(z, t, contexts.to(self.dtype), self.frames).to(x.dtype)
         return x - sigma * eps
 
