@@ -1,0 +1,295 @@
+"""Tell which motion model a weights file holds from its tensor names and shapes alone.
+
+Released AnimateDiff-family files differ only in structure: v2 and AnimateLCM add a mid-block
+motion module, v1 and v3 have identical names and differ only in the length of the stored
+positional-encoding tables (24 vs 32 rows), and AnimateLCM stores no tables at all (its code
+hard-codes 64 rows). SDXL modules have three UNet levels instead of four. Detection works on
+``name -> shape`` so it can run on full-size layouts without allocating them.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import MotionModelError
+
+RELEASED_ATTENTION_HEADS = 8
+SD15_BLOCK_CHANNELS = (320, 640, 1280, 1280)
+BASE_MODEL_BY_LEVELS = {4: "SD1.5", 3: "SDXL"}
+TEXT_WIDTH_BY_BASE_CHANNELS = {("SD1.5", SD15_BLOCK_CHANNELS): 768}
+KNOWN_UNETS = {
+    (SD15_BLOCK_CHANNELS, 768): "SD1.5",
+    (SD15_BLOCK_CHANNELS, 1024): "SD2",
+    ((320, 640, 1280), 2048): "SDXL",
+}
+
+_MOTION_KEY = re.compile(
+    r"^(?:(?P<section>down_blocks|up_blocks)\.(?P<block>\d+)|mid_block)"
+    r"\.motion_modules\.(?P<module>\d+)\.temporal_transformer\.(?P<inner>.+)$"
+)
+_STORED_PE = re.compile(r"^transformer_blocks\.\d+\.attention_blocks\.\d+\.pos_encoder\.pe$")
+_DIFFUSERS_NAMING = re.compile(r"\.motion_modules\.\d+\.(?:norm|proj_in|proj_out|transformer_blocks)\.")
+_HOTSHOT_NAMING = re.compile(r"\.temporal_attentions\.\d+\.")
+_PROCESSOR_LORA = re.compile(r"\.processor\.to_(?:q|k|v|out)_lora\.(?:down|up)\.")
+_ANY_LORA = re.compile(r"(?:^|[._])lora[._]")
+
+
+class MotionKind(Enum):
+    """The motion models this loader knows; ``label`` is the name users know them by."""
+
+    ANIMATEDIFF_V1 = "animatediff_v1"
+    ANIMATEDIFF_V2 = "animatediff_v2"
+    ANIMATEDIFF_V3 = "animatediff_v3"
+    ANIMATELCM_T2V = "animatelcm_t2v"
+    DIFFUSERS = "diffusers"
+
+    @property
+    def label(self) -> str:
+        return _KIND_LABELS[self]
+
+
+_KIND_LABELS = {
+    MotionKind.ANIMATEDIFF_V1: "AnimateDiff v1",
+    MotionKind.ANIMATEDIFF_V2: "AnimateDiff v2",
+    MotionKind.ANIMATEDIFF_V3: "AnimateDiff v3",
+    MotionKind.ANIMATELCM_T2V: "AnimateLCM",
+    MotionKind.DIFFUSERS: "diffusers MotionAdapter",
+}
+
+# (has mid-block module, stored positional-encoding rows) -> kind; the released files, nothing else.
+KIND_BY_MID_BLOCK_AND_STORED_PE = {
+    (False, 24): MotionKind.ANIMATEDIFF_V1,
+    (False, 32): MotionKind.ANIMATEDIFF_V3,
+    (True, 32): MotionKind.ANIMATEDIFF_V2,
+    (True, None): MotionKind.ANIMATELCM_T2V,
+}
+# AnimateLCM stores no table; its PositionalEncoding is hard-coded to 64 rows.
+ANIMATELCM_PE_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class MotionModuleInfo:
+    """What a motion model is and the UNet it fits.
+
+    ``attention_heads`` cannot be read off the weights (q/k/v are C x C for any head count); every
+    released file uses 8, so single files report 8 and diffusers folders report their config.
+    ``unet_cross_attention_dim`` is the text width of the base model it was trained with, known
+    only for the real SD1.5 channel counts (None for scaled-down or custom layouts).
+    """
+
+    kind: MotionKind
+    base_model: str
+    block_out_channels: tuple[int, ...]
+    motion_modules_per_down_block: int
+    motion_modules_per_up_block: int
+    has_mid_block: bool
+    positional_encoding_length: int
+    positional_encoding_stored: bool
+    attention_heads: int
+    unet_cross_attention_dim: int | None
+
+
+def describe_motion_module(shapes: Mapping[str, Sequence[int]]) -> MotionModuleInfo:
+    """Describe an original-layout (AnimateDiff naming) motion module, or refuse it with the reason."""
+    refuse_other_formats(shapes.keys())
+    modules = motion_module_channels(shapes)
+    if not modules:
+        raise MotionModelError(
+            "It holds no AnimateDiff motion-module weights (no 'motion_modules' entries); "
+            "it is probably a regular Stable Diffusion checkpoint or another kind of model."
+        )
+    down_channels, down_counts = level_structure(modules, "down_blocks")
+    up_channels, up_counts = level_structure(modules, "up_blocks")
+    has_mid_block = _check_mid_block(modules, down_channels)
+    _check_levels_mirror(down_channels, down_counts, up_channels, up_counts)
+    base_model = BASE_MODEL_BY_LEVELS.get(len(down_channels), f"unknown ({len(down_channels)} UNet levels)")
+    if base_model == "SDXL":
+        raise MotionModelError(
+            "It is an AnimateDiff SDXL motion module (like mm_sdxl_v10_beta.ckpt). SDXL motion modules are "
+            "not supported as a motion module (yet); use an SD1.5 one (AnimateDiff v1/v2/v3 or AnimateLCM)."
+        )
+    pe_length = stored_pe_length(shapes)
+    kind = kind_from_structure(has_mid_block, pe_length)
+    return MotionModuleInfo(
+        kind=kind,
+        base_model=base_model,
+        block_out_channels=down_channels,
+        motion_modules_per_down_block=down_counts[0],
+        motion_modules_per_up_block=up_counts[0],
+        has_mid_block=has_mid_block,
+        positional_encoding_length=pe_length or ANIMATELCM_PE_LENGTH,
+        positional_encoding_stored=pe_length is not None,
+        attention_heads=RELEASED_ATTENTION_HEADS,
+        unet_cross_attention_dim=TEXT_WIDTH_BY_BASE_CHANNELS.get((base_model, down_channels)),
+    )
+
+
+def refuse_other_formats(names) -> None:
+    """Name the look-alike files users pick by mistake: Hotshot-XL, LoRAs, diffusers weights."""
+    names = list(names)
+    if any(_HOTSHOT_NAMING.search(name) for name in names):
+        raise MotionModelError(
+            "It is a Hotshot-XL temporal-layers file (an SDXL motion model in Hotshot's own naming). "
+            "Hotshot-XL is not supported as a motion module (yet); use an SD1.5 AnimateDiff or AnimateLCM module."
+        )
+    if any(_PROCESSOR_LORA.search(name) for name in names):
+        raise MotionModelError(
+            "It is a LoRA for the image UNet's attention layers (the layout of AnimateDiff's v3 domain "
+            "adapter, v3_sd15_adapter.ckpt), not a motion module. LoRA files are not supported as a motion "
+            "module (yet)."
+        )
+    if any(_ANY_LORA.search(name) for name in names):
+        raise MotionModelError(
+            "It is a LoRA for the image UNet (like AnimateLCM's t2v LoRA, which goes with the AnimateLCM "
+            "motion module), not a motion module. LoRA files are not supported as a motion module (yet)."
+        )
+    if any(_DIFFUSERS_NAMING.search(name) for name in names):
+        raise MotionModelError(
+            "It holds diffusers MotionAdapter weights, which need their config.json; "
+            "choose the folder that contains both files instead of the weights file."
+        )
+
+
+def motion_module_channels(shapes: Mapping[str, Sequence[int]]) -> dict[tuple[str, int], dict[int, int]]:
+    """Channels of every motion module, read from its GroupNorm: ``{(section, block): {module: C}}``."""
+    modules: dict[tuple[str, int], dict[int, int]] = {}
+    for name, shape in shapes.items():
+        match = _MOTION_KEY.match(name)
+        if match is None:
+            continue
+        section = match["section"] or "mid_block"
+        block = int(match["block"] or 0)
+        per_block = modules.setdefault((section, block), {})
+        if match["inner"] == "norm.weight":
+            per_block[int(match["module"])] = int(shape[0])
+    return modules
+
+
+def level_structure(modules, section: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Channels and module count of each block in ``section``, checking blocks and modules are numbered 0..n-1."""
+    blocks = sorted(block for found_section, block in modules if found_section == section)
+    if blocks != list(range(len(blocks))) or not blocks:
+        raise MotionModelError(f"Its motion modules are incomplete: {section} numbered {blocks}.")
+    channels, counts = [], []
+    for block in blocks:
+        per_module = modules[(section, block)]
+        if sorted(per_module) != list(range(len(per_module))) or len(set(per_module.values())) != 1:
+            raise MotionModelError(f"Its motion modules are incomplete or inconsistent in {section}.{block}.")
+        channels.append(next(iter(per_module.values())))
+        counts.append(len(per_module))
+    return tuple(channels), tuple(counts)
+
+
+def _check_mid_block(modules, down_channels: tuple[int, ...]) -> bool:
+    mid = modules.get(("mid_block", 0))
+    if mid is None:
+        return False
+    if mid != {0: down_channels[-1]}:
+        raise MotionModelError("Its mid-block motion module does not match a single module at the deepest level.")
+    return True
+
+
+def _check_levels_mirror(down_channels, down_counts, up_channels, up_counts) -> None:
+    """AnimateDiff's up path mirrors the down path with one more module per level (the skip concat)."""
+    uniform_down = len(set(down_counts)) == 1
+    mirrored = up_channels == down_channels[::-1] and up_counts == tuple(count + 1 for count in down_counts)
+    if not (uniform_down and mirrored):
+        raise MotionModelError(
+            f"Its motion modules have an unrecognised layout: down blocks {down_channels} x {down_counts}, "
+            f"up blocks {up_channels} x {up_counts}."
+        )
+
+
+def stored_pe_length(shapes: Mapping[str, Sequence[int]]) -> int | None:
+    """Rows of the stored positional-encoding tables ([1, L, C]), or None when the file stores none."""
+    lengths = set()
+    for name, shape in shapes.items():
+        match = _MOTION_KEY.match(name)
+        if match and _STORED_PE.match(match["inner"]):
+            lengths.add(int(shape[1]))
+    if len(lengths) > 1:
+        raise MotionModelError(f"Its positional encodings have different lengths ({sorted(lengths)}).")
+    return lengths.pop() if lengths else None
+
+
+def kind_from_structure(has_mid_block: bool, pe_length: int | None) -> MotionKind:
+    """The released model with this structure; v1 and v3 differ only in pe length (24 vs 32)."""
+    kind = KIND_BY_MID_BLOCK_AND_STORED_PE.get((has_mid_block, pe_length))
+    if kind is not None:
+        return kind
+    if not has_mid_block and pe_length is None:
+        raise MotionModelError(
+            "It has no mid-block module and stores no positional encodings, so AnimateDiff v1 and v3 "
+            "cannot be told apart (the released files store them). Use the original file."
+        )
+    stored = f"{pe_length} frames" if pe_length else "not stored"
+    raise MotionModelError(
+        "It is not a released AnimateDiff or AnimateLCM module (mid-block module: "
+        f"{'yes' if has_mid_block else 'no'}, positional encodings: {stored})."
+    )
+
+
+def describe_diffusers_config(config: Mapping) -> MotionModuleInfo:
+    """Describe a diffusers ``MotionAdapter`` from its config.json."""
+    channels = tuple(int(c) for c in config.get("block_out_channels", SD15_BLOCK_CHANNELS))
+    base_model = BASE_MODEL_BY_LEVELS.get(len(channels), f"unknown ({len(channels)} UNet levels)")
+    if base_model == "SDXL":
+        raise MotionModelError(
+            "It is an SDXL MotionAdapter. SDXL motion modules are not supported as a motion module (yet); "
+            "use an SD1.5 one."
+        )
+    layers = _uniform(config.get("motion_layers_per_block", 2), "motion_layers_per_block")
+    return MotionModuleInfo(
+        kind=MotionKind.DIFFUSERS,
+        base_model=base_model,
+        block_out_channels=channels,
+        motion_modules_per_down_block=layers,
+        motion_modules_per_up_block=layers + 1,
+        has_mid_block=bool(config.get("use_motion_mid_block", True)),
+        positional_encoding_length=int(config.get("motion_max_seq_length", 32)),
+        positional_encoding_stored=True,
+        attention_heads=_uniform(config.get("motion_num_attention_heads", 8), "motion_num_attention_heads"),
+        unet_cross_attention_dim=TEXT_WIDTH_BY_BASE_CHANNELS.get((base_model, channels)),
+    )
+
+
+def _uniform(value, field: str) -> int:
+    values = set(value) if isinstance(value, (list, tuple)) else {value}
+    if len(values) != 1:
+        raise MotionModelError(f"Its config sets a different {field} per level ({value}), which is not supported.")
+    return int(values.pop())
+
+
+def check_fits_unet(
+    info: MotionModuleInfo, block_out_channels: Sequence[int], cross_attention_dim: int, layers_per_block: int
+) -> None:
+    """Refuse a motion model whose UNet differs from the loaded one, in one message naming both sides."""
+    channels = tuple(int(c) for c in block_out_channels)
+    fits = (
+        channels == info.block_out_channels
+        and layers_per_block == info.motion_modules_per_down_block
+        and info.unet_cross_attention_dim in (None, cross_attention_dim)
+    )
+    if fits:
+        return
+    text_width = info.unet_cross_attention_dim or "any"
+    made_for = (
+        f"{info.base_model} UNets (block channels {_slashed(info.block_out_channels)}, "
+        f"{info.motion_modules_per_down_block} layers per block, text width {text_width})"
+    )
+    unet_family = KNOWN_UNETS.get((channels, cross_attention_dim))
+    shaped = f"{unet_family}-shaped" if unet_family else "shaped differently"
+    loaded = (
+        f"{shaped} (block channels {_slashed(channels)}, {layers_per_block} layers per block, "
+        f"text width {cross_attention_dim})"
+    )
+    raise MotionModelError(
+        f"The {info.kind.label} motion module is made for {made_for}, but the loaded model's UNet is {loaded}. "
+        "Use a motion module made for the same base model as the checkpoint."
+    )
+
+
+def _slashed(values: Sequence[int]) -> str:
+    return "/".join(str(v) for v in values)
