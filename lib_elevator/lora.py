@@ -1,0 +1,225 @@
+"""A LoRA that acts only during the T2V pass (AnimateLCM's t2v LoRA), on a UNet shared with the T2I.
+
+The user's own LoRAs are merged into the UNet by the host and apply to both passes; this one must
+not touch the T2I pass, so it is never merged. Instead every target Linear/Conv2d gets a forward
+hook that adds ``scale · alpha/rank · up(down(x))`` while ``gate.active`` is true and does nothing
+otherwise. Removing the hooks leaves the UNet bit-identical.
+
+Files come in three key layouts, all read here: kohya (``lora_unet_<path_with_underscores>``
++ ``.lora_down.weight``/``.lora_up.weight``/``.alpha``, the AnimateLCM file's layout), diffusers
+(``unet.<path>.lora.down.weight``, or ``…attn1.processor.to_q_lora.down.weight``) and PEFT
+(``<path>.lora_A.weight``/``.lora_B.weight``). Module paths are diffusers UNet names; on an ldm
+UNet (A1111/Forge) they are translated with diffusers' own ldm→diffusers UNet key converter.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ROLE_SUFFIXES = (
+    (".lora_down.weight", "down"),
+    (".lora_up.weight", "up"),
+    (".lora.down.weight", "down"),
+    (".lora.up.weight", "up"),
+    (".lora_A.weight", "down"),
+    (".lora_B.weight", "up"),
+    (".alpha", "alpha"),
+)
+_PREFIXES = ("lora_unet_", "unet.", "base_model.model.")
+_PROCESSOR_LAYER = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)_lora\.")
+
+
+class Gate(Protocol):
+    """Anything with an ``active`` flag, e.g. the motion modules' ``T2VSwitch``."""
+
+    active: bool
+
+
+@dataclass
+class LoraWeights:
+    """One layer's low-rank pair as stored in the file; ``source`` is one of its keys, for messages."""
+
+    source: str
+    down: torch.Tensor | None = None
+    up: torch.Tensor | None = None
+    alpha: float | None = None
+
+    @property
+    def rank(self) -> int:
+        return self.down.shape[0]
+
+    @property
+    def multiplier(self) -> float:
+        """alpha/rank; a file without alphas means alpha = rank (no rescaling), as in PEFT and kohya."""
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+
+def _split_key(key: str) -> tuple[str, str] | None:
+    """(layer name with underscores for dots, role) for a UNet LoRA key; None when not one."""
+    key = _PROCESSOR_LAYER.sub(lambda m: f".{m[1]}.0.lora." if m[1] == "to_out" else f".{m[1]}.lora.", key)
+    for suffix, role in _ROLE_SUFFIXES:
+        if key.endswith(suffix):
+            stem = key[: -len(suffix)]
+            prefix = next((p for p in _PREFIXES if stem.startswith(p)), "")
+            return stem[len(prefix):].replace(".", "_"), role
+    return None
+
+
+def parse_lora(state_dict: dict[str, torch.Tensor]) -> dict[str, LoraWeights]:
+    """Group a LoRA state dict by layer, keyed by the layer's diffusers name with ``_`` for ``.``.
+
+    Using the underscore form for every layout makes kohya names (which lost their dots) and
+    dotted diffusers/PEFT names meet in one namespace.
+    """
+    layers: dict[str, LoraWeights] = {}
+    unknown = []
+    for key, tensor in state_dict.items():
+        parsed = _split_key(key)
+        if parsed is None:
+            unknown.append(key)
+            continue
+        name, role = parsed
+        weights = layers.setdefault(name, LoraWeights(source=key))
+        if role == "alpha":
+            weights.alpha = float(tensor)
+        else:
+            setattr(weights, role, tensor)
+    if unknown:
+        raise ValueError(f"{len(unknown)} keys are not UNet LoRA weights, e.g. {', '.join(sorted(unknown)[:5])}")
+    incomplete = sorted(w.source for w in layers.values() if w.down is None or w.up is None)
+    if incomplete:
+        raise ValueError(f"{len(incomplete)} LoRA layers lack a down or up weight, e.g. {', '.join(incomplete[:5])}")
+    return layers
+
+
+def diffusers_to_ldm_names(unet: nn.Module) -> dict[str, str]:
+    """diffusers parameter name → the ldm UNet's parameter name, from diffusers' converter run over names."""
+    from diffusers.loaders.single_file_utils import LDM_UNET_KEY, convert_ldm_unet_checkpoint
+
+    blocks = unet.num_res_blocks
+    layers_per_block = blocks if isinstance(blocks, int) else blocks[0]
+    names = {LDM_UNET_KEY + name: name for name in unet.state_dict()}
+    return convert_ldm_unet_checkpoint(names, {"layers_per_block": layers_per_block})
+
+
+def lora_target_layers(unet: nn.Module) -> dict[str, nn.Module]:
+    """The UNet's Linear/Conv2d layers keyed by diffusers module name, whatever the UNet's own naming."""
+    if hasattr(unet, "input_blocks"):
+        modules = {
+            name.removesuffix(".weight"): unet.get_submodule(ldm_name.removesuffix(".weight"))
+            for name, ldm_name in diffusers_to_ldm_names(unet).items()
+            if name.endswith(".weight")
+        }
+    else:
+        modules = dict(unet.named_modules())
+    return {name: module for name, module in modules.items() if isinstance(module, (nn.Linear, nn.Conv2d))}
+
+
+def _fit_to_layer(layer: nn.Module, weights: LoraWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """down/up shaped for ``layer`` (2-D pairs on 1x1 convs and 1x1 pairs on linears are both seen)."""
+    down, up = weights.down, weights.up
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1:
+            raise ValueError(f"LoRA on grouped convolution {weights.source} is not supported")
+        down = down if down.ndim == 4 else down[:, :, None, None]
+        up = up if up.ndim == 4 else up[:, :, None, None]
+        expected_down = (weights.rank, layer.in_channels, *layer.kernel_size)
+        expected_up = (layer.out_channels, weights.rank, 1, 1)
+    else:
+        down = down.flatten(1) if down.ndim == 4 else down
+        up = up.flatten(1) if up.ndim == 4 else up
+        expected_down = (weights.rank, layer.in_features)
+        expected_up = (layer.out_features, weights.rank)
+    if tuple(down.shape) != expected_down or tuple(up.shape) != expected_up:
+        raise ValueError(
+            f"LoRA {weights.source}: down {tuple(weights.down.shape)} / up {tuple(weights.up.shape)} do not fit "
+            f"{type(layer).__name__} expecting {expected_down} / {expected_up}"
+        )
+    reference = layer.weight
+    return down.to(reference.device, reference.dtype), up.to(reference.device, reference.dtype)
+
+
+@dataclass(frozen=True)
+class LoraTarget:
+    """One UNet layer and the low-rank pair added to its output."""
+
+    name: str
+    layer: nn.Module
+    down: torch.Tensor
+    up: torch.Tensor
+    multiplier: float
+
+
+class GatedLora:
+    """A LoRA hooked onto a UNet that only acts while ``gate.active``; ``remove()`` restores the UNet.
+
+    ``scale`` is the user's strength (the paper uses 0.8 for AnimateLCM's t2v LoRA) and may be
+    changed while installed.
+    """
+
+    def __init__(self, unet: nn.Module, state_dict: dict[str, torch.Tensor], gate: Gate, scale: float = 1.0):
+        self.gate = gate
+        self.scale = scale
+        self.targets = self._match(unet, parse_lora(state_dict))
+        self._handles: list = []
+
+    @staticmethod
+    def _match(unet: nn.Module, layers: dict[str, LoraWeights]) -> list[LoraTarget]:
+        by_underscored = {name.replace(".", "_"): (name, module) for name, module in lora_target_layers(unet).items()}
+        unmatched = sorted(weights.source for key, weights in layers.items() if key not in by_underscored)
+        if unmatched:
+            raise ValueError(
+                f"{len(unmatched)} of {len(layers)} LoRA layers match no Linear/Conv2d layer of this UNet, "
+                f"e.g. {', '.join(unmatched[:5])}"
+            )
+        targets = []
+        for key, weights in sorted(layers.items()):
+            name, layer = by_underscored[key]
+            down, up = _fit_to_layer(layer, weights)
+            targets.append(LoraTarget(name, layer, down, up, weights.multiplier))
+        return targets
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._handles)
+
+    def install(self) -> "GatedLora":
+        if self._handles:
+            raise RuntimeError("the T2V LoRA is already installed")
+        try:
+            for target in self.targets:
+                self._handles.append(target.layer.register_forward_hook(self._hook(target), with_kwargs=True))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __enter__(self) -> "GatedLora":
+        return self.install()
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+    def _hook(self, target: LoraTarget):
+        def add_low_rank_update(layer, args, kwargs, output):
+            if not self.gate.active or self.scale == 0:
+                return None
+            x = args[0] if args else kwargs["input"]
+            down = target.down.to(x.device, x.dtype)
+            up = target.up.to(x.device, x.dtype)
+            if isinstance(layer, nn.Conv2d):
+                update = F.conv2d(F.conv2d(x, down, None, layer.stride, layer.padding, layer.dilation), up)
+            else:
+                update = F.linear(F.linear(x, down), up)
+            return output + (update * (self.scale * target.multiplier)).to(output.dtype)
+
+        return add_low_rank_update
