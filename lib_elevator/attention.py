@@ -89,6 +89,16 @@ class Inflation:
         hidden_states = args[0] if args else kwargs["x"]
         return args, {**kwargs, "context": first_frame_context(hidden_states, self.frames)}
 
+    @contextmanager
+    def paused(self):
+        """Plain self-attention for the duration of a block (a T2V call on the shared UNet)."""
+        previous = self.active
+        self.active = False
+        try:
+            yield self
+        finally:
+            self.active = previous
+
     def remove(self) -> None:
         while self._restore:
             self._restore.pop()()

@@ -47,6 +47,7 @@ class ElevatorParams:
     butterworth_order: int = _spec(4, "order n of the butterworth filter", low=1, high=16)
     noise_alpha: float = _spec(0.5, "mixed-noise α: weight of the noise shared by all frames", low=0.0, high=10.0)
     correction: bool = _spec(True, "direct-inversion correction after each refinement")
+    t2v_lora_scale: float = _spec(0.8, "strength of the T2V-only LoRA, when one is given", low=0.0, high=2.0)
     fps: float = _spec(8.0, "frames per second of the written video", low=1.0, high=60.0)
 
     def __post_init__(self):

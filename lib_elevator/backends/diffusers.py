@@ -1,18 +1,23 @@
 """Standalone host: VideoElevator on diffusers models (CPU tests, headless scripting, the CLI).
 
-The T2I is a ``UNet2DConditionModel`` with its VAE and CLIP text encoder; the T2V is either a
-motion-module UNet (AnimateDiff/AnimateLCM) or a ``UNet3DConditionModel`` with its own text
-encoder (ZeroScope/ModelScope). Models are wrapped as ε→x̂0 denoisers for ``sample_elevator``.
+The T2I is a ``UNet2DConditionModel`` with its VAE and CLIP text encoder. The T2V is, by
+default, AnimateDiff/AnimateLCM motion modules injected into that same UNet behind a switch (one
+UNet in memory); a separate ``UNetMotionModel`` copy or a ``UNet3DConditionModel`` with its own
+text encoder (ZeroScope/ModelScope) also serve. Every patch is installed for one generation and
+removed in ``finally``. Models are wrapped as ε→x̂0 denoisers for ``sample_elevator``.
 """
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..attention import inflated
+from ..lora import GatedLora
+from ..motion.inject import MotionInjection, T2VSwitch
 from ..noise import mixed_noise
 from ..params import ElevatorParams, ParamError, validate_size
 from ..sampler import PassCounter, sample_elevator
@@ -84,28 +89,75 @@ class TextEncoder:
         return self.model(ids.to(self.model.device))[0]
 
 
+class _AlwaysOn:
+    active = True
+
+
 @dataclass
-class T2VModel:
-    """The T2V half: an ε model, its training schedule, its solver and (optionally) its own text encoder."""
+class SeparateT2V:
+    """A T2V with its own UNet (a ``UNetMotionModel`` copy, or a UNet3D with its own CLIP)."""
 
     eps_model: EpsModel
     schedule: VPSchedule
     solver: str
+    modules: tuple = ()  # the torch modules behind eps_model, for moving between devices
     text_encoder: TextEncoder | None = None
     description: str = ""
+    lora: dict | None = None  # a T2V-only LoRA state dict (e.g. AnimateLCM's t2v LoRA)
+
+    def prepare(self, stack: ExitStack, t2i_unet, frames: int, inflation, lora_scale: float) -> EpsModel:
+        """The ε model for this run; a T2V LoRA is hooked on for the run (always on: the UNet is T2V-only)."""
+        if self.lora is not None:
+            stack.enter_context(GatedLora(self.modules[0], self.lora, _AlwaysOn(), lora_scale))
+        return self.eps_model
 
 
-def t2v_from_motion_unet(unet_motion, solver: str = "lcm", schedule: VPSchedule = ANIMATEDIFF_SCHEDULE) -> T2VModel:
-    """A diffusers ``UNetMotionModel`` (AnimateDiff/AnimateLCM): shares the T2I's prompt embeddings."""
-    return T2VModel(video_unet_eps(unet_motion, context_per_frame=True), schedule, solver,
-                    description=f"motion-module UNet ({solver})")
+@dataclass
+class InjectedMotionT2V:
+    """AnimateDiff/AnimateLCM motion modules run inside the T2I's own UNet: one UNet in memory.
+
+    During a T2V call the motion modules (and the T2V LoRA) are switched on and the T2I's
+    cross-frame attention off; between calls the UNet is exactly the T2I.
+    """
+
+    adapter: torch.nn.Module
+    schedule: VPSchedule = ANIMATEDIFF_SCHEDULE
+    solver: str = "lcm"
+    description: str = "motion modules in the T2I UNet"
+    lora: dict | None = None  # a T2V-only LoRA state dict (e.g. AnimateLCM's t2v LoRA)
+    text_encoder = None
+
+    @property
+    def modules(self) -> tuple:
+        return (self.adapter,)
+
+    def prepare(self, stack: ExitStack, t2i_unet, frames: int, inflation, lora_scale: float) -> EpsModel:
+        switch = T2VSwitch(frames)
+        stack.enter_context(MotionInjection(t2i_unet, self.adapter, switch))
+        if self.lora is not None:
+            stack.enter_context(GatedLora(t2i_unet, self.lora, switch, lora_scale))
+        per_frame = unet2d_eps(t2i_unet)
+
+        def eps(z, t, contexts, frames):
+            with switch.on(), inflation.paused():
+                return per_frame(z, t, contexts, frames)
+        return eps
+
+
+T2VModel = SeparateT2V | InjectedMotionT2V
+
+
+def t2v_from_motion_unet(unet_motion, solver: str = "lcm", schedule: VPSchedule = ANIMATEDIFF_SCHEDULE) -> SeparateT2V:
+    """A diffusers ``UNetMotionModel`` copy (AnimateDiff/AnimateLCM): shares the T2I's prompt embeddings."""
+    return SeparateT2V(video_unet_eps(unet_motion, context_per_frame=True), schedule, solver, (unet_motion,),
+                       description=f"UNetMotionModel copy ({solver})")
 
 
 def t2v_from_unet3d(unet3d, text_encoder: TextEncoder, schedule: VPSchedule = SD_SCHEDULE,
-                    solver: str = "ddim") -> T2VModel:
+                    solver: str = "ddim") -> SeparateT2V:
     """A diffusers ``UNet3DConditionModel`` (ZeroScope/ModelScope) with its own CLIP."""
-    return T2VModel(video_unet_eps(unet3d, context_per_frame=False), schedule, solver, text_encoder,
-                    description="UNet3D")
+    return SeparateT2V(video_unet_eps(unet3d, context_per_frame=False), schedule, solver,
+                       (unet3d, text_encoder.model), text_encoder, description="UNet3D")
 
 
 @dataclass
@@ -118,6 +170,12 @@ class ElevatorPipeline:
     t2v: T2VModel
     t2i_schedule: VPSchedule = SD_SCHEDULE
     vae_chunk: int = 4
+
+    def to(self, device) -> "ElevatorPipeline":
+        """Move every model, the T2V's included, to ``device``."""
+        for model in (self.unet, self.vae, self.text_encoder.model, *self.t2v.modules):
+            model.to(device)
+        return self
 
     @property
     def vae_scale(self) -> int:
@@ -181,15 +239,16 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
     t2i = EpsDenoiser(unet2d_eps(pipe.unet), pipe.t2i_schedule, cond, uncond, cfg_scale, frames, dtype=dtype)
     t2v_text = pipe.t2v.text_encoder
     t2v_cond, t2v_uncond = (t2v_text(prompt), t2v_text(negative_prompt)) if t2v_text else (cond, uncond)
-    t2v = EpsDenoiser(pipe.t2v.eps_model, pipe.t2v.schedule, t2v_cond, t2v_uncond, params.t2v_cfg_scale, frames,
-                      solver=pipe.t2v.solver, dtype=dtype)
-
     sigmas = ddim_sigmas(pipe.t2i_schedule, steps)
     x = latents.to(device, torch.float32) / c_in(float(sigmas[0]))
     device_noise = (lambda s, sn, inner=noise_sampler: inner(s, sn).to(device)) if noise_sampler else None
     counter = PassCounter()
     started = time.perf_counter()
-    with inflated(pipe.unet, frames):
+    with ExitStack() as patches:
+        inflation = patches.enter_context(inflated(pipe.unet, frames))
+        t2v_eps = pipe.t2v.prepare(patches, pipe.unet, frames, inflation, params.t2v_lora_scale)
+        t2v = EpsDenoiser(t2v_eps, pipe.t2v.schedule, t2v_cond, t2v_uncond, params.t2v_cfg_scale, frames,
+                          solver=pipe.t2v.solver, dtype=dtype)
         x = sample_elevator(t2i, t2v, x, sigmas, params, callback=callback, disable=disable_progress,
                             noise_sampler=device_noise, counter=counter)
     final = x * c_in(float(sigmas[-1]))

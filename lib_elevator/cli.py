@@ -1,0 +1,173 @@
+"""``python -m lib_elevator``: ``generate`` from model files on disk, or the embedded ``demo``.
+
+Every VideoElevator parameter is a flag generated from the schema (``params.py``), so the CLI,
+the API dict and the infotext can never disagree about names, defaults or ranges.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .params import ElevatorParams, field_specs, validate_size
+from .video import FORMATS
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _add_schema_flags(parser: argparse.ArgumentParser, skip=()) -> None:
+    group = parser.add_argument_group("VideoElevator parameters (defaults: the paper's AnimateLCM recipe)")
+    for spec in field_specs():
+        if spec.name in skip:
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        meta = spec.metadata
+        default = ",".join(f"{v:g}" for v in spec.default) if isinstance(spec.default, tuple) else spec.default
+        help_text = f"{meta['help']} (default {default})"
+        if spec.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, default=None, choices=meta["choices"], help=help_text, metavar=None
+                               if meta["choices"] else spec.name.upper())
+
+
+def _schema_values(args: argparse.Namespace) -> dict:
+    return {spec.name: getattr(args, spec.name) for spec in field_specs()
+            if getattr(args, spec.name, None) is not None}
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--out", default=default_out, help="output path stem (default %(default)s)")
+    parser.add_argument("--format", nargs="+", default=["mp4", "gif"], choices=FORMATS, help="output formats")
+    parser.add_argument("--loop", type=int, default=0, help="GIF/WEBP loop count, 0 = forever")
+    parser.add_argument("--crf", type=int, default=18, help="MP4/WEBM constant-rate factor (lower = better)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib_elevator", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="make a video from model files on disk")
+    generate.add_argument("--checkpoint", required=True, help="diffusers SD folder or single .safetensors")
+    generate.add_argument("--config-dir", help="diffusers SD folder with configs and tokenizer, for a single-file checkpoint")
+    generate.add_argument("--motion-module", help="AnimateDiff/AnimateLCM motion module (file or diffusers folder)")
+    generate.add_argument("--t2v-unet3d", help="diffusers UNet3D T2V folder (ZeroScope/ModelScope)")
+    generate.add_argument("--t2v-lora", help="LoRA applied only in T2V passes (e.g. AnimateLCM_sd15_t2v_lora)")
+    generate.add_argument("--solver", default="auto", choices=("auto", "ddim", "lcm"),
+                          help="T2V solver; auto = LCM for AnimateLCM, else DDIM")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--negative-prompt", default="")
+    generate.add_argument("--width", type=int, default=512)
+    generate.add_argument("--height", type=int, default=512)
+    generate.add_argument("--steps", type=int, default=30)
+    generate.add_argument("--cfg-scale", type=float, default=7.5)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    generate.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    _add_output_flags(generate, "outputs/videoelevator")
+    _add_schema_flags(generate)
+
+    demo = commands.add_parser("demo", help="run the full elevator on embedded tiny random models")
+    demo.add_argument("--frames", type=int, default=16)
+    demo.add_argument("--steps", type=int, default=30)
+    demo.add_argument("--size", type=int, default=64, help="width and height in pixels")
+    demo.add_argument("--seed", type=int, default=0)
+    _add_output_flags(demo, "outputs/demo/videoelevator-demo")
+    _add_schema_flags(demo, skip=("frames",))
+    return parser
+
+
+def infotext(prompt: str, negative_prompt: str, steps: int, cfg_scale: float, seed, width: int, height: int,
+             params: ElevatorParams, t2v: str) -> str:
+    """WebUI-style generation parameters, with the VideoElevator fields in one unquoted entry."""
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    lines.append(f"Steps: {steps}, Sampler: DDIM, CFG scale: {cfg_scale:g}, Seed: {seed}, Size: {width}x{height}, "
+                 f"T2V: {t2v}, VideoElevator: {params.to_infotext()}")
+    return "\n".join(lines)
+
+
+def _report(result, started: float, written) -> None:
+    passes = result.counter.passes
+    print("UNet passes (F-frame):", ", ".join(f"{stage} {count}" for stage, count in passes.items()),
+          f"= {result.counter.total} (reused {result.counter.reused})")
+    print(f"sampling {result.seconds:.1f}s, total {time.perf_counter() - started:.1f}s")
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _write(result, args, text: str):
+    from .video import save_video, tensor_to_uint8_frames
+
+    return save_video(tensor_to_uint8_frames(result.images), args.out, args.format, fps=result.params.fps,
+                      loop=args.loop, parameters=text, crf=args.crf)
+
+
+def run_generate(args) -> None:
+    from .backends.diffusers import generate
+    from .backends.diffusers_files import load_pipeline
+
+    started = time.perf_counter()
+    params = ElevatorParams(**_schema_values(args))
+    params.refine_steps_remaining(args.steps)
+    validate_size(args.width, args.height)
+    pipe = load_pipeline(args.checkpoint, motion_module=args.motion_module, t2v_unet3d=args.t2v_unet3d,
+                         t2v_lora=args.t2v_lora, config_dir=args.config_dir, frames=params.frames, solver=args.solver,
+                         device=args.device, dtype=DTYPES[args.dtype])
+    result = generate(pipe, args.prompt, args.negative_prompt, params=params, width=args.width, height=args.height,
+                      steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
+                      disable_progress=True if args.quiet else None)
+    text = infotext(args.prompt, args.negative_prompt, args.steps, args.cfg_scale, args.seed, args.width,
+                    args.height, params, pipe.t2v.description)
+    _report(result, started, _write(result, args, text))
+
+
+def run_demo(args) -> None:
+    from .backends.diffusers import ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate
+    from .tiny import tiny_models
+
+    started = time.perf_counter()
+    params = ElevatorParams(**{"refine_at": (26, 21, 15, 9) if args.steps == 30 else ElevatorParams().refine_at,
+                               **_schema_values(args), "frames": args.frames})
+    params.refine_steps_remaining(args.steps)
+    torch.set_num_threads(1)  # toy-sized layers: threading costs more than it gains
+    models = tiny_models()
+    pipe = ElevatorPipeline(models.unet, models.vae, TextEncoder(models.tokenizer, models.text_encoder),
+                            InjectedMotionT2V(models.motion_adapter, solver="lcm"))
+    print(f"tiny models built in {time.perf_counter() - started:.1f}s; AnimateLCM recipe, {params.frames} frames, "
+          f"{args.steps} steps, {args.size}x{args.size}")
+    prompt, negative = "a tiny random model dancing", "static"
+    result = generate(pipe, prompt, negative, params=params, width=args.size, height=args.size, steps=args.steps,
+                      seed=args.seed, disable_progress=True if args.quiet else None)
+    text = infotext(prompt, negative, args.steps, 7.5, args.seed, args.size, args.size, params, "tiny AnimateLCM")
+    _report(result, started, _write(result, args, text))
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our progress bar and errors: no library load bars or advice."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+def main(argv=None) -> int:
+    from .backends.diffusers_files import ModelFilesError
+    from .params import ParamError
+
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        (run_generate if args.command == "generate" else run_demo)(args)
+    except (ParamError, ModelFilesError, ValueError, FileNotFoundError, OSError) as error:
+        print(f"videoelevator: error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,200 @@
+"""The standalone backend end to end: injected vs copied T2V, restore guarantees, T2V LoRA, the CLI."""
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from lib_elevator.backends.diffusers import (
+    ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate, t2v_from_motion_unet,
+)
+from lib_elevator.cli import main
+from lib_elevator.params import ElevatorParams
+from lib_elevator.tiny import CLIP_TEXT_CONFIG, randomize_weights
+
+FRAMES, SIZE = 2, 64
+SHORT = dict(frames=FRAMES, refine_at=(10, 6), t2v_steps=3)
+
+
+def run(pipe, **overrides):
+    params = ElevatorParams(**{**SHORT, **overrides})
+    return generate(pipe, "a dancing robot", "blurry", params=params, width=SIZE, height=SIZE, steps=12,
+                    seed=3, decode=False, disable_progress=True)
+
+
+def snapshot(unet):
+    probe = torch.randn(2 * FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    context = torch.randn(2 * FRAMES, 77, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        output = unet(probe, 400, encoder_hidden_states=context).sample
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())
+    processors = {name: type(p) for name, p in unet.attn_processors.items()}
+    return ({k: v.clone() for k, v in unet.state_dict().items()}, [n for n, _ in unet.named_modules()],
+            output, hooks, processors)
+
+
+def assert_same(before, after):
+    state, names, output, hooks, processors = before
+    assert after[0].keys() == state.keys() and all(torch.equal(state[k], after[0][k]) for k in state)
+    assert after[1] == names and torch.equal(after[2], output) and after[3] == hooks and after[4] == processors
+
+
+@pytest.fixture
+def injected(tiny):
+    return ElevatorPipeline(tiny.unet, tiny.vae, TextEncoder(tiny.tokenizer, tiny.text_encoder),
+                            InjectedMotionT2V(tiny.motion_adapter, solver="lcm"))
+
+
+def test_injected_t2v_equals_unet_motion_model_copy(tiny, motion_unet, injected):
+    copied = ElevatorPipeline(tiny.unet, tiny.vae, injected.text_encoder, t2v_from_motion_unet(motion_unet, "lcm"))
+    expected = run(copied).latents
+    ours = run(injected).latents
+    assert (ours - expected).abs().max() <= 1e-5 * expected.std()
+    assert not torch.equal(run(injected, refine_at=()).latents, ours)  # refinement did something
+
+
+def test_t2i_unet_is_bit_identical_after_a_finished_run(tiny, injected):
+    before = snapshot(tiny.unet)
+    run(injected)
+    assert_same(before, snapshot(tiny.unet))
+
+
+def test_t2i_unet_is_bit_identical_after_a_failed_run(tiny, injected):
+    before = snapshot(tiny.unet)
+
+    def fail_after_refinement(info):
+        if info["i"] == 4:  # the first refinement (k=2) has run: every patch is installed
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(injected, "a dancing robot", params=ElevatorParams(**SHORT), width=SIZE, height=SIZE, steps=12,
+                 seed=3, decode=False, disable_progress=True, callback=fail_after_refinement)
+    assert_same(before, snapshot(tiny.unet))
+
+
+def peft_lora(unet, rank=2, seed=0):
+    """A PEFT-layout LoRA on every attention projection of the tiny UNet."""
+    generator = torch.Generator().manual_seed(seed)
+    lora = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v"):
+            lora[f"{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=generator) * 0.3
+            lora[f"{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.3
+    return lora
+
+
+def test_t2v_lora_acts_only_in_t2v_passes_and_scale_zero_is_identity(tiny, injected):
+    plain = run(injected).latents
+    with_lora = InjectedMotionT2V(tiny.motion_adapter, solver="lcm", lora=peft_lora(tiny.unet))
+    lora_pipe = ElevatorPipeline(tiny.unet, tiny.vae, injected.text_encoder, with_lora)
+    assert torch.equal(run(lora_pipe, t2v_lora_scale=0.0).latents, plain)
+    assert not torch.equal(run(lora_pipe).latents, plain)
+    # without refinement there is no T2V pass, so the LoRA must not act at all
+    assert torch.equal(run(lora_pipe, refine_at=()).latents, run(injected, refine_at=()).latents)
+
+
+# --- the CLI on model files in the real on-disk layouts ---------------------------------------
+
+TEXT_WIDTH = 76  # SD1.5's 768, scaled down 10x as in the motion-module test files
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """A diffusers SD folder with SD1.5's block structure, an AnimateLCM-layout motion module and
+    AnimateLCM's t2v LoRA layout, all scaled down from the real key layouts."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    import motion_files
+    from ldm_helpers import SD15_SHAPED_UNET2D_CONFIG, diffusers_unet
+    from lib_elevator.tiny import tiny_tokenizer, tiny_vae
+
+    root = tmp_path_factory.mktemp("models")
+    checkpoint = root / "sd15-tiny"
+    diffusers_unet({**SD15_SHAPED_UNET2D_CONFIG, "cross_attention_dim": TEXT_WIDTH}).save_pretrained(checkpoint / "unet")
+    tiny_vae().save_pretrained(checkpoint / "vae")
+    tokenizer = tiny_tokenizer()
+    tokenizer.save_pretrained(checkpoint / "tokenizer")
+    text_config = CLIPTextConfig(**{**CLIP_TEXT_CONFIG, "hidden_size": TEXT_WIDTH, "projection_dim": TEXT_WIDTH},
+                                 vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    randomize_weights(CLIPTextModel(text_config), 7).save_pretrained(checkpoint / "text_encoder")
+    motion = root / "AnimateLCM_sd15_t2v.safetensors"
+    motion_files.write_kind("animatelcm_t2v", motion)
+    lora = root / "AnimateLCM_sd15_t2v_lora.safetensors"
+    motion_files.write_kind("animatelcm_t2v_lora", lora)
+    return checkpoint, motion, lora
+
+
+def cli_args(model_files, out, *extra):
+    checkpoint, motion, lora = model_files
+    return ["generate", "--checkpoint", str(checkpoint), "--motion-module", str(motion), "--t2v-lora", str(lora),
+            "--prompt", "a boat on a lake", "--width", str(SIZE), "--height", str(SIZE), "--steps", "8",
+            "--frames", "3", "--refine-at", "6,3", "--t2v-steps", "2", "--fps", "6", "--out", str(out),
+            "--format", "mp4", "webp", "--quiet", *extra]
+
+
+def test_cli_generates_a_playable_video_from_files_on_disk(model_files, tmp_path, capsys):
+    assert main(cli_args(model_files, tmp_path / "boat")) == 0
+    report = capsys.readouterr().out
+    assert "t2v 8" in report  # 2 refinements × 2 T2V steps × 2 passes (CFG)
+    with av.open(str(tmp_path / "boat.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        assert len(frames) == 3 and (frames[0].width, frames[0].height) == (SIZE, SIZE)
+        assert stream.average_rate == 6
+        assert "VideoElevator: frames=3 refine_at=6/3" in container.metadata["comment"]
+    from lib_elevator.video import read_parameters
+
+    assert "T2V: AnimateLCM (lcm, t2v LoRA)" in read_parameters(tmp_path / "boat.webp")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--frames", "1"], "frames=1 is not allowed"),
+    (["--refine-at", "6,7"], "refine_at"),
+    (["--t2v-steps", "5"], "t2v_steps=5"),
+    (["--width", "60"], "width=60"),
+    (["--filter", "sinc"], "invalid choice"),
+])
+def test_cli_bad_parameters_exit_nonzero_with_one_line(model_files, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) if message == "invalid choice" else _no_exit():
+        assert main(cli_args(model_files, tmp_path / "bad", *extra)) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and (message == "invalid choice" or len(error.splitlines()) == 1)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_refuses_wrong_motion_file_without_writing(model_files, tmp_path, capsys):
+    checkpoint, motion, lora = model_files
+    args = cli_args((checkpoint, lora, lora), tmp_path / "bad")  # a LoRA given as the motion module
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("videoelevator: error:") and "not supported as a motion module" in error
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_missing_checkpoint_is_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lib_elevator", "generate", "--checkpoint", str(tmp_path / "nope"),
+                             "--motion-module", "x.safetensors", "--prompt", "x"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"videoelevator: error: checkpoint '{tmp_path / 'nope'}' does not exist"
+
+
+def test_demo_command_writes_a_playable_mp4(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "lib_elevator", "demo", "--frames", "4", "--steps", "10", "--t2v-steps", "3",
+                             "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "UNet passes" in result.stdout and (tmp_path / "demo.gif").exists()
+    with av.open(str(tmp_path / "demo.mp4")) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 4 and (frames[0].width, frames[0].height) == (64, 64)
+
+
+class _no_exit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
