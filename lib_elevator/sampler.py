@@ -7,7 +7,7 @@ direct-inversion correction keeps the following steps on the inverted path. See 
 
 Denoisers map a VE sample x = x0 + σ·ε to x̂0 and carry their own ``schedule`` (σ↔t):
 
-- ``guided(x, σ, **extra) -> (x̂0 with CFG, x̂0 of the conditional branch)``  (2 passes)
+- ``guided(x, σ, **extra) -> (x̂0 with CFG, x̂0 of the conditional branch or None)``  (2 passes)
 - ``conditional(x, σ, **extra) -> x̂0``                                      (1 pass)
 - ``unconditional(x, σ, **extra) -> x̂0`` (negative-prompt conditioning)     (1 pass)
 
@@ -201,7 +201,7 @@ def _correct(t2i, x, x_in, cond_denoised, path, sigma, sigma_next, extra, counte
     main call's conditional half is reused instead of a new pass.
     """
     x_path = path.pop()
-    if x_path is x_in:
+    if x_path is x_in and cond_denoised is not None:
         path_denoised = cond_denoised
         counter.reused += 1
     else:

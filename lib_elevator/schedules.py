@@ -28,22 +28,23 @@ def alphas_cumprod(beta_schedule: str, beta_start: float, beta_end: float,
 
 @dataclass(frozen=True)
 class VPSchedule:
-    """One model's training schedule with σ↔t maps (k-diffusion's log-σ interpolation)."""
+    """One model's training schedule (its ᾱ table) with σ↔t maps (k-diffusion's log-σ interpolation)."""
 
     name: str
-    beta_schedule: str
-    beta_start: float
-    beta_end: float
-    alphas_cumprod: torch.Tensor = field(init=False, repr=False, compare=False)
+    alphas_cumprod: torch.Tensor = field(repr=False, compare=False)
     sigmas: torch.Tensor = field(init=False, repr=False, compare=False)
     log_sigmas: torch.Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        table = alphas_cumprod(self.beta_schedule, self.beta_start, self.beta_end)
+        table = self.alphas_cumprod.detach().to("cpu", torch.float32)
         sigmas = ((1 - table) / table) ** 0.5
         object.__setattr__(self, "alphas_cumprod", table)
         object.__setattr__(self, "sigmas", sigmas)
         object.__setattr__(self, "log_sigmas", sigmas.log())
+
+    @classmethod
+    def from_betas(cls, name: str, beta_schedule: str, beta_start: float, beta_end: float) -> "VPSchedule":
+        return cls(name, alphas_cumprod(beta_schedule, beta_start, beta_end))
 
     @property
     def sigma_min(self) -> float:
@@ -74,9 +75,9 @@ class VPSchedule:
         return 1.0 / (1.0 + self.sigma(t) ** 2)
 
 
-SD_SCHEDULE = VPSchedule("sd", "scaled_linear", 0.00085, 0.012)
-ANIMATEDIFF_SCHEDULE = VPSchedule("animatediff", "linear", 0.00085, 0.012)
-LAVIE_SCHEDULE = VPSchedule("lavie", "linear", 0.0001, 0.02)
+SD_SCHEDULE = VPSchedule.from_betas("sd", "scaled_linear", 0.00085, 0.012)
+ANIMATEDIFF_SCHEDULE = VPSchedule.from_betas("animatediff", "linear", 0.00085, 0.012)
+LAVIE_SCHEDULE = VPSchedule.from_betas("lavie", "linear", 0.0001, 0.02)
 
 
 def c_in(sigma: float) -> float:

@@ -38,11 +38,11 @@ def read_schedule(folder: Path, default: VPSchedule) -> VPSchedule:
     if not config_file.exists():
         return default
     config = json.loads(config_file.read_text())
-    beta_schedule = config.get("beta_schedule", default.beta_schedule)
+    beta_schedule = config.get("beta_schedule", "scaled_linear")
     if beta_schedule not in ("linear", "scaled_linear"):
         raise ModelFilesError(f"{config_file}: beta_schedule {beta_schedule!r} is not supported (linear or scaled_linear)")
-    return VPSchedule(folder.name, beta_schedule, float(config.get("beta_start", default.beta_start)),
-                      float(config.get("beta_end", default.beta_end)))
+    return VPSchedule.from_betas(folder.name, beta_schedule, float(config.get("beta_start", 0.00085)),
+                                 float(config.get("beta_end", 0.012)))
 
 
 def _text_encoder(folder: Path, dtype: torch.dtype) -> TextEncoder:
