@@ -12,7 +12,9 @@ Denoisers map a VE sample x = x0 + σ·ε to x̂0 and carry their own ``schedule
 - ``unconditional(x, σ, **extra) -> x̂0`` (negative-prompt conditioning)     (1 pass)
 
 The T2V denoiser also has ``solver``: "ddim" (its ladder is the T2I's timesteps) or "lcm"
-(AnimateLCM's 50-step-origin ladder). A pass is one UNet evaluation over the F frames.
+(AnimateLCM's 50-step-origin ladder). A denoiser may define ``begin_step(k)``: it is told the T2I
+step every later call belongs to (the WebUI indexes prompt editing by step). A pass is one UNet
+evaluation over the F frames.
 """
 from __future__ import annotations
 
@@ -171,6 +173,8 @@ def sample_elevator(t2i, t2v, x, sigmas, params: ElevatorParams, extra_args=None
     path: list[torch.Tensor] = []
     with tqdm(total=plan.calls, disable=disable, desc="VideoElevator") as progress:
         for k in range(steps):
+            for denoiser in (t2i, t2v):
+                getattr(denoiser, "begin_step", lambda step: None)(k)
             sigma, sigma_next = sigmas[k], sigmas[k + 1]
             x_in = x
             denoised, cond_denoised = t2i.guided(x, sigma, **extra)
