@@ -1,0 +1,121 @@
+"""Stand-in for A1111 ``modules/sd_samplers_kdiffusion.py``, written for the tests from A1111's observable
+behaviour: the k-diffusion samplers Euler, Euler a and DPM++ 2M (default schedule Karras), the
+``CFGDenoiserKDiffusion`` denoiser and ``KDiffusionSampler``.
+
+Kept because extensions depend on it:
+
+* ``KDiffusionSampler(funcname, sd_model)`` accepts a ``k_diffusion.sampling`` function name or any
+  callable with k-diffusion's signature, and ``sampler.func`` may be swapped before ``sample``;
+* the denoiser's ``inner_model`` is a ``k_diffusion.external.CompVisDenoiser`` of ``shared.sd_model``,
+  built when the sampler is created (its σ table follows ``sd_model.alphas_cumprod`` at that moment)
+  and also exposed as ``sampler.model_wrap``;
+* ``get_sigmas(p, steps)``: ``p.sampler_noise_scheduler_override`` wins; otherwise ``p.scheduler``
+  ("Automatic" → the sampler's default schedule, or none), a schedule of ``sd_schedulers`` spanning the
+  model's σ range (reported as "Schedule type"), or the model's own uniform-in-t ladder;
+* ``sample(...)`` scales the unit noise by σ₀ (by √(1+σ₀²) with ``opts.sgm_noise_multiplier``), then
+  calls ``func(model_wrap_cfg, x, sigmas=…, extra_args={cond, image_cond, uncond, cond_scale,
+  s_min_uncond}, disable=False, callback=callback_state, **options)`` through ``launch_sampling``.
+
+Not provided: v-prediction and custom ``create_denoiser`` models, the σ-range / ρ / "discard penultimate
+sigma" settings, hires-pass schedules, the DPM fast/adaptive argument forms, img2img.
+"""
+import inspect
+
+import k_diffusion.external
+import k_diffusion.sampling
+
+from modules import (
+    devices,
+    sd_samplers_cfg_denoiser,
+    sd_samplers_common,
+    sd_schedulers,
+    shared,
+)
+from modules.sd_samplers_cfg_denoiser import CFGDenoiser  # noqa: F401  (A1111 re-exports it here)
+
+_CHURN_SETTINGS = ["s_churn", "s_tmin", "s_tmax", "s_noise"]  # ``p`` fields that Euler takes
+
+
+def _sampler_data(label, funcname, aliases, options):
+    def construct(model):
+        return KDiffusionSampler(funcname, model)
+    return sd_samplers_common.SamplerData(label, construct, aliases, options)
+
+
+samplers_data_k_diffusion = [
+    _sampler_data("DPM++ 2M", "sample_dpmpp_2m", ["k_dpmpp_2m"], {"scheduler": "karras"}),
+    _sampler_data("Euler a", "sample_euler_ancestral", ["k_euler_a", "k_euler_ancestral"], {"uses_ensd": True}),
+    _sampler_data("Euler", "sample_euler", ["k_euler"], {}),
+]
+k_diffusion_samplers_map = {data.name: data for data in samplers_data_k_diffusion}
+
+
+class CFGDenoiserKDiffusion(sd_samplers_cfg_denoiser.CFGDenoiser):
+    @property
+    def inner_model(self):
+        if self.model_wrap is None:
+            model = shared.sd_model
+            if getattr(model, "parameterization", "eps") != "eps":
+                raise NotImplementedError("the stand-in only wraps ε-prediction checkpoints")
+            self.model_wrap = k_diffusion.external.CompVisDenoiser(model, quantize=shared.opts.enable_quantization)
+        return self.model_wrap
+
+
+class KDiffusionSampler(sd_samplers_common.Sampler):
+    def __init__(self, funcname, sd_model, options=None):
+        super().__init__(funcname)
+        self.func = funcname if callable(funcname) else getattr(k_diffusion.sampling, funcname)
+        self.extra_params = list(_CHURN_SETTINGS) if funcname == "sample_euler" else []
+        self.options = dict(options or {})
+        self.model_wrap_cfg = CFGDenoiserKDiffusion(self)
+        self.model_wrap = self.model_wrap_cfg.inner_model
+
+    def _scheduler_for(self, p):
+        wanted = p.scheduler or "Automatic"
+        if wanted == "Automatic" and self.config is not None:
+            wanted = self.config.options.get("scheduler")
+        return sd_schedulers.schedulers_map.get(wanted)
+
+    def get_sigmas(self, p, steps):
+        if p.sampler_noise_scheduler_override:
+            return p.sampler_noise_scheduler_override(steps).cpu()
+
+        scheduler = self._scheduler_for(p)
+        if scheduler is None or scheduler.function is None:
+            return self.model_wrap.get_sigmas(steps).cpu()
+
+        p.extra_generation_params["Schedule type"] = scheduler.label
+        table = self.model_wrap.sigmas
+        arguments = {"n": steps, "sigma_min": table[0].item(), "sigma_max": table[-1].item(), "device": devices.cpu}
+        if scheduler.need_inner_model:
+            arguments["inner_model"] = self.model_wrap
+        return scheduler.function(**arguments).cpu()
+
+    def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
+        steps = steps or p.steps
+        sigmas = self.get_sigmas(p, steps)
+
+        if shared.opts.sgm_noise_multiplier:
+            p.extra_generation_params["SGM noise multiplier"] = True
+            start_scale = (1.0 + sigmas[0] ** 2) ** 0.5
+        else:
+            start_scale = sigmas[0]
+        x = x * start_scale
+
+        options = self.initialize(p)
+        if "sigmas" in inspect.signature(self.func).parameters:
+            options["sigmas"] = sigmas
+
+        self.last_latent = x
+        self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
+                                   "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale,
+                                   "s_min_uncond": self.s_min_uncond}
+
+        def run():
+            return self.func(self.model_wrap_cfg, x, extra_args=self.sampler_extra_args, disable=False,
+                             callback=self.callback_state, **options)
+
+        samples = self.launch_sampling(steps, run)
+        if self.model_wrap_cfg.padded_cond_uncond:
+            p.extra_generation_params["Pad conds"] = True
+        return samples

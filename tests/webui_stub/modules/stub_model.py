@@ -1,0 +1,182 @@
+"""The stand-in's checkpoint: a tiny model shaped like the ``ldm`` ``LatentDiffusion`` A1111 loads for SD1
+(``shared.sd_model``; see A1111 ``modules/sd_models.py:load_model`` and ``sd_models_types.WebuiSdModel``).
+
+- ``.model`` is a ``DiffusionWrapper`` (``conditioning_key = "crossattn"``) whose ``.diffusion_model``
+  is a real ``ldm.modules.diffusionmodules.openaimodel.UNetModel`` (tiny; weights of the repo's tiny
+  diffusers UNet via ``tests/ldm_helpers.ldm_unet_like``).
+- ``apply_model(x, t, cond)`` → ``model(x, t, **cond)`` → ``diffusion_model(x, t, context=cat(c_crossattn))``
+  (``c_concat`` is ignored for crossattn models, as in ldm).
+- ``alphas_cumprod``: SD1's scaled-linear table (β from 0.00085 to 0.012, 1000 steps) as a float32
+  buffer, and ``alphas_cumprod_original``.
+- ``cond_stage_model``: A1111's ``FrozenCLIPEmbedderWithCustomWords`` behaviour without emphasis —
+  the prompt is tokenized (the repo's tiny one-token-per-character CLIP tokenizer), split into
+  chunks of 75 tokens, each chunk becomes ``[BOS] + tokens + [EOS]…`` (77), every prompt of a batch
+  is padded to the same chunk count with empty chunks, the chunks' CLIP outputs are concatenated:
+  ``[B, 77·k, 32]``; ``CLIP_stop_at_last_layers`` is honoured. ``.wrapped`` holds ``transformer`` and
+  ``tokenizer`` (names the Lora stand-in uses).
+- ``get_learned_conditioning(texts)``, ``decode_first_stage(z)`` (tiny diffusers VAE, ÷ scale_factor
+  0.18215), ``encode_first_stage``/``get_first_stage_encoding``, ``ema_scope()``; flags ``is_sd1`` etc.,
+  ``parameterization = "eps"``, ``cond_stage_key = "txt"``, ``latent_channels = 4``,
+  ``sd_checkpoint_info``/``sd_model_hash``, ``cond_stage_model_empty_prompt``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+
+import torch
+from torch import nn
+
+from modules import paths
+
+
+class CheckpointInfo:
+    def __init__(self, filename):
+        self.filename = filename
+        self.name = os.path.basename(filename)
+        self.name_for_extra = os.path.splitext(self.name)[0]
+        self.model_name = self.name_for_extra
+        self.sha256 = hashlib.sha256(self.name.encode()).hexdigest()
+        self.hash = self.sha256[:8]
+        self.shorthash = self.sha256[:10]
+        self.title = f"{self.name} [{self.shorthash}]"
+        self.short_title = f"{self.name_for_extra} [{self.shorthash}]"
+        self.ids = [self.model_name, self.name, self.title, self.short_title]
+        self.metadata = {}
+
+    def calculate_shorthash(self):
+        return self.shorthash
+
+
+class DiffusionWrapper(nn.Module):
+    def __init__(self, diffusion_model, conditioning_key="crossattn"):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+        self.conditioning_key = conditioning_key
+
+    def forward(self, x, t, c_concat: list = None, c_crossattn: list = None, c_adm=None):
+        if self.conditioning_key != "crossattn":
+            raise NotImplementedError(self.conditioning_key)
+        return self.diffusion_model(x, t, context=torch.cat(c_crossattn, 1))
+
+
+class FrozenCLIPEmbedder(nn.Module):
+    """ldm's text encoder holder: ``transformer`` (a transformers ``CLIPTextModel``) and ``tokenizer``."""
+
+    def __init__(self, tokenizer, transformer):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.transformer = transformer
+
+
+class FrozenCLIPEmbedderWithCustomWords(nn.Module):
+    chunk_length = 75
+
+    def __init__(self, wrapped):
+        super().__init__()
+        self.wrapped = wrapped
+        self.id_start = wrapped.tokenizer.bos_token_id
+        self.id_end = wrapped.tokenizer.eos_token_id
+        self.id_pad = self.id_end
+
+    def tokenize_line(self, text):
+        ids = self.wrapped.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
+        return [ids[i:i + self.chunk_length] for i in range(0, len(ids), self.chunk_length)] or [[]]
+
+    def encode_with_transformers(self, tokens):
+        from modules import shared
+        clip_skip = shared.opts.CLIP_stop_at_last_layers
+        outputs = self.wrapped.transformer(input_ids=tokens, output_hidden_states=clip_skip > 1)
+        if clip_skip > 1:
+            return self.wrapped.transformer.text_model.final_layer_norm(outputs.hidden_states[-clip_skip])
+        return outputs.last_hidden_state
+
+    def forward(self, texts):
+        batch_chunks = [self.tokenize_line(text) for text in texts]
+        chunk_count = max(len(chunks) for chunks in batch_chunks)
+        zs = []
+        for i in range(chunk_count):
+            rows = []
+            for chunks in batch_chunks:
+                chunk = chunks[i] if i < len(chunks) else []
+                rows.append([self.id_start] + chunk + [self.id_end] * (self.chunk_length - len(chunk)) + [self.id_end])
+            zs.append(self.encode_with_transformers(torch.tensor(rows, device=self.wrapped.transformer.device)))
+        return torch.hstack(zs)
+
+
+def sd1_alphas_cumprod(timesteps=1000, linear_start=0.00085, linear_end=0.012):
+    betas = torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+
+
+class StubLatentDiffusion(nn.Module):
+    def __init__(self, diffusion_model, first_stage_model, cond_stage_model, checkpoint_filename):
+        super().__init__()
+        self.model = DiffusionWrapper(diffusion_model)
+        self.first_stage_model = first_stage_model
+        self.cond_stage_model = cond_stage_model
+        self.register_buffer("alphas_cumprod", sd1_alphas_cumprod())
+        self.alphas_cumprod_original = self.alphas_cumprod
+        self.num_timesteps = 1000
+        self.scale_factor = 0.18215
+        self.parameterization = "eps"
+        self.cond_stage_key = "txt"
+        self.conditioning_key = "crossattn"
+        self.latent_channels = 4
+        self.is_sd1, self.is_sd2, self.is_sdxl, self.is_ssd, self.is_sd3 = True, False, False, False, False
+        self.is_sdxl_inpaint = False
+        self.lowvram = False
+        self.sd_checkpoint_info = CheckpointInfo(checkpoint_filename)
+        self.sd_model_checkpoint = checkpoint_filename
+        self.sd_model_hash = self.sd_checkpoint_info.calculate_shorthash()
+        self.cond_stage_model_empty_prompt = None
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self):
+        return next(self.model.parameters()).dtype
+
+    def apply_model(self, x_noisy, t, cond, return_ids=False):
+        if not isinstance(cond, dict):
+            cond = {"c_crossattn": cond if isinstance(cond, list) else [cond]}
+        return self.model(x_noisy, t, **cond)
+
+    def get_learned_conditioning(self, c):
+        return self.cond_stage_model(c)
+
+    @torch.no_grad()
+    def decode_first_stage(self, z):
+        return self.first_stage_model.decode(z / self.scale_factor).sample
+
+    @torch.no_grad()
+    def encode_first_stage(self, x):
+        return self.first_stage_model.encode(x).latent_dist
+
+    def get_first_stage_encoding(self, encoder_posterior):
+        z = encoder_posterior.sample() if hasattr(encoder_posterior, "sample") else encoder_posterior
+        return self.scale_factor * z
+
+    def ema_scope(self, context=None):
+        return contextlib.nullcontext()
+
+
+def build_tiny_sd_model(unet_config: str = "tiny", seed: int = 1) -> StubLatentDiffusion:
+    """Build the tiny checkpoint from the repo's seeded configs (nothing downloaded, ~0.3 s)."""
+    from ldm_helpers import UNET_CONFIGS, diffusers_unet, ldm_unet_like
+    from lib_elevator.tiny import tiny_text_encoder, tiny_tokenizer, tiny_vae
+
+    config = UNET_CONFIGS[unet_config]
+    unet = ldm_unet_like(diffusers_unet(config, seed), config).eval()
+    tokenizer = tiny_tokenizer()
+    clip = FrozenCLIPEmbedderWithCustomWords(FrozenCLIPEmbedder(tokenizer, tiny_text_encoder(tokenizer).eval()))
+    filename = os.path.join(paths.models_path, "Stable-diffusion", f"{unet_config}-sd15.safetensors")
+    model = StubLatentDiffusion(unet, tiny_vae().eval(), clip, filename).eval()
+    for frozen in (model.first_stage_model, model.cond_stage_model):  # ldm freezes these; the UNet keeps requires_grad
+        frozen.requires_grad_(False)
+    with torch.no_grad():
+        model.cond_stage_model_empty_prompt = model.get_learned_conditioning([""])
+    return model
