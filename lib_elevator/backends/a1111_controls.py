@@ -1,0 +1,84 @@
+"""The VideoElevator controls, one builder for both places they appear: the txt2img accordion
+and the txt2vid tab, so the two never drift apart.
+
+Gradio only; the WebUI's settings are read inside the builder.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from . import a1111
+from ..motion.library import list_motion_models
+from ..params import ElevatorParams, field_specs
+from ..video import FORMATS
+
+DEFAULTS = ElevatorParams()
+
+
+def _choices(folders) -> list:
+    """The dropdown's choices: empty (nothing picked) and every model file found."""
+    return [""] + sorted(list_motion_models(folders))
+
+
+def _slider(spec, step):
+    meta = spec.metadata
+    low = meta["low"] + (step if meta["open_low"] else 0)
+    return gr.Slider(low, meta["high"], value=spec.default, step=step, label=spec.name.replace("_", " "),
+                     info=meta["help"])
+
+
+def build_elevator_controls(elem_id) -> dict:
+    """Every VideoElevator control except the on/off switch, keyed by its script argument name.
+
+    ``elem_id(name)`` gives the page-unique element id in the place being built.
+    """
+    from modules import shared
+
+    specs = {spec.name: spec for spec in field_specs()}
+    with gr.Row():
+        motion_model = gr.Dropdown(_choices(a1111.motion_folders()), value="", label="Motion model",
+                                   info="AnimateDiff v1/v2/v3 or AnimateLCM motion module (the T2V)",
+                                   elem_id=elem_id("motion_model"))
+        refresh = gr.Button("\U0001f504", elem_id=elem_id("refresh"), scale=0, min_width=40)
+    with gr.Row():
+        frames = _slider(specs["frames"], 1)
+        fps = _slider(specs["fps"], 1)
+    with gr.Row():
+        refine_at = gr.Textbox(", ".join(f"{v:g}" for v in DEFAULTS.refine_at), label="refine at",
+                               info=specs["refine_at"].metadata["help"], elem_id=elem_id("refine_at"))
+        t2v_steps = _slider(specs["t2v_steps"], 1)
+        t2v_cfg_scale = _slider(specs["t2v_cfg_scale"], 0.5)
+        d_t = _slider(specs["d_t"], 0.05)
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            filter_shape = gr.Dropdown(list(specs["filter"].metadata["choices"]), value=DEFAULTS.filter,
+                                       label="filter", info=specs["filter"].metadata["help"])
+            d_s = _slider(specs["d_s"], 0.05)
+            butterworth_order = _slider(specs["butterworth_order"], 1)
+            noise_alpha = _slider(specs["noise_alpha"], 0.1)
+        with gr.Row():
+            correction = gr.Checkbox(DEFAULTS.correction, label="inversion correction",
+                                     info=specs["correction"].metadata["help"])
+            solver = gr.Radio(list(a1111.SOLVERS), value="auto", label="T2V solver",
+                              info="auto = LCM for AnimateLCM, DDIM for AnimateDiff")
+        with gr.Row():
+            t2v_lora = gr.Dropdown(_choices(a1111.lora_folders()), value="", label="T2V LoRA",
+                                   info="applied only in T2V passes, e.g. AnimateLCM_sd15_t2v_lora")
+            t2v_lora_scale = _slider(specs["t2v_lora_scale"], 0.05)
+    with gr.Row():
+        default_formats = shared.opts.data.get("videoelevator_formats", list(a1111.DEFAULT_FORMATS))
+        formats = gr.CheckboxGroup(list(FORMATS), value=default_formats, label="Save as",
+                                   info="GIF/WEBP show in the gallery; PNG = every frame")
+        loop = gr.Number(0, label="loop (0 = forever)", precision=0, info="GIF/WEBP loop count")
+
+    def refresh_lists():
+        return (gr.update(choices=_choices(a1111.motion_folders())),
+                gr.update(choices=_choices(a1111.lora_folders())))
+
+    refresh.click(refresh_lists, inputs=[], outputs=[motion_model, t2v_lora])
+    return {
+        "motion_model": motion_model, "t2v_lora": t2v_lora, "solver": solver, "formats": formats, "loop": loop,
+        "frames": frames, "refine_at": refine_at, "t2v_steps": t2v_steps, "t2v_cfg_scale": t2v_cfg_scale,
+        "filter": filter_shape, "d_s": d_s, "d_t": d_t, "butterworth_order": butterworth_order,
+        "noise_alpha": noise_alpha, "correction": correction, "t2v_lora_scale": t2v_lora_scale, "fps": fps,
+    }

@@ -1,0 +1,131 @@
+"""VideoElevator for the AUTOMATIC1111 WebUI: the txt2img panel, its callbacks and outputs.
+
+Only wiring lives here; the algorithm and the host adapter are in ``lib_elevator``.
+"""
+import base64
+import os
+
+import gradio as gr
+
+from lib_elevator.backends import a1111
+from lib_elevator.backends.a1111_controls import build_elevator_controls
+from lib_elevator.motion import MotionModelError
+from lib_elevator.motion.library import MotionModelCache, resolve_motion_model
+from lib_elevator.motion.safe_load import load_weights_file
+from lib_elevator.params import ElevatorParams
+from lib_elevator.video import FORMATS
+from modules import script_callbacks, scripts, shared
+from modules.ui_components import InputAccordion
+
+INFOTEXT_KEY = "VideoElevator"
+MOTION_CACHE = MotionModelCache()
+
+a1111.register_callbacks()
+
+
+class VideoElevatorScript(scripts.Script):
+    def title(self):
+        return "VideoElevator"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible if not is_img2img else False
+
+    def ui(self, is_img2img):
+        with InputAccordion(False, label="VideoElevator", elem_id=self.elem_id("enabled")) as enabled:
+            by_name = {"enabled": enabled, **build_elevator_controls(self.elem_id)}
+        self.infotext_fields = [(enabled, lambda params: INFOTEXT_KEY in params)] + [
+            (component, f"{INFOTEXT_KEY} {name}") for name, component in by_name.items()
+            if name in ElevatorParams.__dataclass_fields__ or name in ("motion_model", "t2v_lora", "solver")]
+        self.paste_field_names = [f"{INFOTEXT_KEY} {name}" for name in by_name]
+        return [by_name[name] for name in a1111.SCRIPT_FIELDS + a1111.param_field_names()]
+
+    def before_process(self, p, *args):
+        p.videoelevator = None
+        try:
+            request = a1111.ElevatorRequest.from_script_args(args)
+            if not request.enabled:
+                return
+            motion = self._motion_model(request)
+            reasons = a1111.refusal_reasons(p, request.params, motion)
+            if reasons:
+                raise a1111.RequestError("VideoElevator: " + "; ".join(reasons))
+            request.params.refine_steps_remaining(p.steps)
+        except Exception as error:  # anything raised here would be logged and ignored by the WebUI
+            a1111.refuse(p, error)
+            return
+        p.batch_size = request.params.frames
+        p.get_token_merging_ratio = lambda for_hr=False: 0.0  # ToMe merges tokens across the frame layout
+        p.extra_generation_params[INFOTEXT_KEY] = request.params.to_infotext()
+        p.extra_generation_params[f"{INFOTEXT_KEY} motion_model"] = request.motion_model
+        if request.t2v_lora:
+            p.extra_generation_params[f"{INFOTEXT_KEY} t2v_lora"] = request.t2v_lora
+        if request.solver != "auto":
+            p.extra_generation_params[f"{INFOTEXT_KEY} solver"] = request.solver
+        p.videoelevator = {"request": request, "runs": [], "videos": []}
+        a1111.wrap_sample(p, request.params, motion, p.videoelevator["runs"])
+
+    def _motion_model(self, request):
+        try:
+            path = resolve_motion_model(request.motion_model, a1111.motion_folders())
+            adapter, info = MOTION_CACHE.get(path)
+            lora = None
+            if request.t2v_lora:
+                lora = load_weights_file(resolve_motion_model(request.t2v_lora, a1111.lora_folders()))
+        except MotionModelError as error:
+            raise a1111.RequestError(f"VideoElevator: {error}") from None
+        return a1111.MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora)
+
+    def postprocess_batch_list(self, p, pp, *args, **kwargs):
+        state = getattr(p, "videoelevator", None)
+        if not state:
+            return
+        videos = a1111.save_batch_video(p, state["request"], pp.images, kwargs.get("batch_number", 0))
+        state["videos"].append(videos)
+
+    def postprocess(self, p, processed, *args):
+        state = getattr(p, "videoelevator", None)
+        if not state or not state["videos"]:
+            return
+        if getattr(p, "is_api", False):
+            processed.images = [base64.b64encode(open(path, "rb").read()).decode("ascii")
+                                for paths in state["videos"] for path in paths if os.path.isfile(path)]
+        else:
+            previews = [str(path) for paths in state["videos"] for path in paths
+                        if str(path).endswith((".gif", ".webp"))]
+            processed.images = previews + processed.images
+        processed.infotexts = [processed.infotexts[0]] * len(processed.images) if processed.infotexts else []
+        passes = [run.counter.passes for run in state["runs"]]
+        if passes:
+            processed.comments = (processed.comments + "\n" if processed.comments else "") + \
+                f"VideoElevator UNet passes per video: {passes[0]}"
+
+
+def on_infotext_pasted(infotext, params):
+    """Split ``VideoElevator: frames=16 refine_at=...`` into the panel's per-field keys."""
+    text = params.get(INFOTEXT_KEY)
+    if not isinstance(text, str):
+        return
+    try:
+        restored = ElevatorParams.from_infotext(text).to_dict()
+    except ValueError:
+        return
+    for name, value in restored.items():
+        params[f"{INFOTEXT_KEY} {name}"] = ", ".join(f"{v:g}" for v in value) if name == "refine_at" else value
+
+
+def on_ui_settings():
+    section = ("videoelevator", "VideoElevator")
+    shared.opts.add_option("videoelevator_formats", shared.OptionInfo(
+        list(a1111.DEFAULT_FORMATS), "Default output formats", gr.CheckboxGroup, {"choices": list(FORMATS)},
+        section=section))
+    shared.opts.add_option("videoelevator_crf", shared.OptionInfo(
+        18, "MP4/WEBM quality (CRF, lower is better)", gr.Slider, {"minimum": 0, "maximum": 51, "step": 1},
+        section=section))
+    shared.opts.add_option("videoelevator_save_frames", shared.OptionInfo(
+        False, "Also save every frame as PNG", section=section))
+    shared.opts.add_option("videoelevator_outdir", shared.OptionInfo(
+        "", "Output folder for videos (empty = outputs/txt2vid-videos)", section=section))
+
+
+script_callbacks.on_infotext_pasted(on_infotext_pasted)
+script_callbacks.on_ui_settings(on_ui_settings)

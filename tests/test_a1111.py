@@ -1,0 +1,250 @@
+"""The extension on the AUTOMATIC1111 1.10 stand-in (tests/webui_stub): generation through the WebUI's
+own txt2img processing, outputs, API payloads, refusals, and the restore guarantee."""
+import hashlib
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+import motion_files
+from webui_stub_fixture import webui_stub
+
+REPO = Path(__file__).resolve().parent.parent
+MOTION = "AnimateLCM_tiny.safetensors"
+SHORT = dict(frames=3, refine_at="4,2", t2v_steps=2)
+
+
+@pytest.fixture(scope="module")
+def motion_file(tmp_path_factory):
+    """An AnimateLCM motion module in the real key layout, scaled to the stand-in's SD1.5-shaped UNet."""
+    path = tmp_path_factory.mktemp("motion") / MOTION
+    motion_files.write_kind("animatelcm_t2v", path)
+    return path
+
+
+@pytest.fixture
+def webui(tmp_path, motion_file):
+    with webui_stub(tmp_path, unet_config="sd15_shaped") as session:
+        folder = Path(session.paths.models_path) / "VideoElevator"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MOTION).write_bytes(motion_file.read_bytes())
+        motion_files.write_kind("animatelcm_t2v_lora", folder / "AnimateLCM_t2v_lora.safetensors")
+        session.extension = session.load_extension(REPO)
+        session.script = next(s for s in session.extension.alwayson_scripts if s.title() == "VideoElevator")
+        yield session
+
+
+def elevator_p(webui, prompt="a boat on a lake", *, api=None, steps=6, **fields):
+    """A txt2img ``p`` with VideoElevator's slice set from the UI (positional) or the API (one dict)."""
+    from lib_elevator.backends import a1111
+
+    args = list(webui.extension.default_script_args())
+    script = webui.script
+    if api is not None:
+        args[script.args_from] = api  # the API overwrites the slice positionally with its list
+    else:
+        names = a1111.SCRIPT_FIELDS + a1111.param_field_names()
+        values = dict(zip(names, args[script.args_from:script.args_to]))
+        values.update(enabled=True, motion_model=MOTION, formats=["mp4", "gif"], **SHORT)
+        values.update(fields)
+        args[script.args_from:script.args_to] = [values[name] for name in names]
+    return webui.txt2img(prompt, steps=steps, scripts=webui.extension, script_args=args)
+
+
+def fingerprint(unet):
+    """State dict hash, a probe forward, and the hooks and class-level forwards in place."""
+    digest = hashlib.sha256()
+    for key, value in sorted(unet.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().numpy().tobytes())
+    probe = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    context = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        output = unet(probe, timesteps=torch.tensor([500.0, 500.0]), context=context)
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())
+    forwards = {type(m).__name__: type(m).forward for m in unet.modules()}
+    return digest.hexdigest(), output, hooks, forwards, [name for name, _ in unet.named_modules()]
+
+
+def assert_untouched(before, after):
+    assert before[0] == after[0]
+    assert torch.equal(before[1], after[1])
+    assert before[2:] == after[2:]
+
+
+def videos_in(webui):
+    return sorted((Path(webui.data_dir) / "outputs" / "txt2vid-videos").rglob("*.*"))
+
+
+def test_txt2img_makes_a_video_through_the_webui(webui):
+    p = elevator_p(webui)
+    processed = webui.run(p)
+    assert webui.errors == []
+    mp4 = next(path for path in videos_in(webui) if path.suffix == ".mp4")
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        assert len(frames) == 3 and (frames[0].width, frames[0].height) == (64, 64) and stream.average_rate == 8
+        comment = container.metadata["comment"]
+    assert comment.startswith("a boat on a lake") and "VideoElevator: frames=3 refine_at=4/2" in comment
+    assert f"VideoElevator motion_model: {MOTION}" in comment
+    assert str(processed.images[0]).endswith(".gif")  # the gallery shows the animation first
+    run = p.videoelevator["runs"][0]
+    assert run.counter.passes == {"t2i": 12, "correction": 0, "t2v": 8, "inversion": 4} and run.counter.reused == 1
+    assert p.batch_size == 3
+
+
+def test_every_patch_is_gone_after_a_finished_run(webui):
+    from modules import sd_samplers
+
+    before = fingerprint(webui.unet)
+    create_sampler = sd_samplers.create_sampler
+    webui.run(elevator_p(webui))
+    assert_untouched(before, fingerprint(webui.unet))
+    assert sd_samplers.create_sampler is create_sampler
+
+
+def test_model_is_restored_after_a_failure_mid_sampling(webui):
+    before = fingerprint(webui.unet)
+    calls = []
+
+    def fail_on_tenth_call(module, args):
+        calls.append(1)
+        if len(calls) == 10:  # inside a T2V or inversion call: every patch is installed
+            raise RuntimeError("GPU fell over")
+
+    handle = webui.unet.register_forward_pre_hook(fail_on_tenth_call)
+    try:
+        with pytest.raises(RuntimeError, match="GPU fell over"):
+            webui.run(elevator_p(webui))
+    finally:
+        handle.remove()
+    assert_untouched(before, fingerprint(webui.unet))
+
+
+@pytest.mark.parametrize("action", ["interrupt", "skip"])
+def test_model_is_restored_after_interrupt_and_skip(webui, action):
+    from modules import script_callbacks, shared
+
+    before = fingerprint(webui.unet)
+    seen = []
+
+    def stop_at_third_call(params):
+        seen.append(params.sampling_step)
+        if len(seen) == 3:
+            getattr(shared.state, action)()
+
+    script_callbacks.on_cfg_denoiser(stop_at_third_call)
+    webui.run(elevator_p(webui))
+    assert len(seen) == 3  # nothing ran through the CFGDenoiser after the stop
+    assert_untouched(before, fingerprint(webui.unet))
+
+
+def test_api_dict_uses_schema_names_and_defaults(webui):
+    p = elevator_p(webui, api={"motion_model": MOTION, "frames": 2, "refine_at": [4, 2], "t2v_steps": 2,
+                               "formats": ["webm"], "fps": 12})
+    webui.run(p)
+    request = p.videoelevator["request"]
+    assert request.params.frames == 2 and request.params.fps == 12 and request.params.d_t == 0.6  # default kept
+    assert [path.suffix for path in videos_in(webui)] == [".webm"]
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"motion_model": MOTION, "frames": 1}, "frames=1"),
+    ({"motion_model": MOTION, "frame": 16}, "'frame'"),
+    ({"motion_model": MOTION, "formats": ["avi"]}, "formats"),
+    ({"motion_model": MOTION, "refine_at": [4, 2], "t2v_steps": 5}, "t2v_steps=5"),
+    ({"motion_model": "../../sd15.safetensors"}, "not in the motion-model folders"),
+    ({}, "no motion model selected"),
+])
+def test_bad_api_payloads_fail_with_422_naming_the_field_and_change_nothing(webui, payload, field):
+    before = fingerprint(webui.unet)
+    p = elevator_p(webui, api=payload)
+    with pytest.raises(ValueError) as error:
+        webui.run(p)
+    assert field in str(error.value) and getattr(error.value, "status_code", None) == 422
+    assert p.batch_size == 1 and videos_in(webui) == []
+    assert_untouched(before, fingerprint(webui.unet))
+
+
+def refuse_sdxl(webui, p):
+    webui.sd_model.is_sdxl = True
+
+
+def refuse_trt(webui, p):
+    from modules import sd_unet
+
+    sd_unet.current_unet = object()
+
+
+@pytest.mark.parametrize("setup,prompt,fields,reason", [
+    (refuse_sdxl, "a boat", {}, "only SD1.x checkpoints"),
+    (refuse_trt, "a boat", {}, "TensorRT"),
+    (None, "a boat AND a lake", {}, "'AND' prompts"),
+    (None, "a boat", {"frames": 65}, "at most 64 frames"),
+    (None, "a boat", {"motion_model": "AnimateLCM_t2v_lora.safetensors"}, "not supported as a motion module"),
+])
+def test_refusals_leave_everything_untouched(webui, setup, prompt, fields, reason):
+    before = fingerprint(webui.unet)
+    p = elevator_p(webui, prompt, **fields)
+    if setup is not None:
+        setup(webui, p)
+    with pytest.raises(ValueError, match=reason):
+        webui.run(p)
+    assert p.batch_size == 1 and videos_in(webui) == []
+    assert_untouched(before, fingerprint(webui.unet))
+
+
+def test_hires_fix_is_refused_before_sampling(webui):
+    """The stand-in has no hires pass, so this drives the script hooks and ``p.sample`` as A1111 does."""
+    p = elevator_p(webui)
+    p.enable_hr = True
+    p.scripts.before_process(p)
+    with pytest.raises(ValueError, match="hires fix is not supported"):
+        p.sample(None, None, [1], [1], 0.0, ["a boat"])
+    assert p.batch_size == 1
+
+
+def test_token_merging_is_forced_off(webui):
+    from modules import sd_models, shared
+
+    shared.opts.token_merging_ratio = 0.5
+    webui.run(elevator_p(webui))
+    assert sd_models.token_merging_calls[0] == 0.0
+
+
+def test_user_lora_applies_and_is_left_to_the_webui(webui):
+    from modules import stub_lora
+
+    original = {k: v.clone() for k, v in webui.unet.state_dict().items()}
+    stub_lora.make_random_lora(webui.sd_model, "style", strength=0.5)
+    webui.run(elevator_p(webui, "a boat <lora:style:1>"))
+    merged = webui.unet.state_dict()
+    assert any(not torch.equal(original[k], merged[k]) for k in original)  # the WebUI merged the user's LoRA
+    stub_lora.restore_all(webui.sd_model)
+    assert all(torch.equal(original[k], v) for k, v in webui.unet.state_dict().items())
+
+
+def test_infotext_pastes_back_every_field(webui):
+    from lib_elevator.params import ElevatorParams
+    from modules import infotext_utils
+
+    p = elevator_p(webui, d_t=0.4, noise_alpha=1.5, correction=False)
+    processed = webui.run(p)
+    params = infotext_utils.parse_generation_parameters(processed.infotexts[0])
+    from modules import script_callbacks
+
+    script_callbacks.infotext_pasted_callback(processed.infotexts[0], params)
+    restored = {name: params[f"VideoElevator {name}"] for name in ElevatorParams.__dataclass_fields__}
+    assert ElevatorParams.from_dict(restored) == p.videoelevator["request"].params
+    assert params["VideoElevator motion_model"] == MOTION
+
+
+def test_panel_defaults_are_the_schema_defaults(webui):
+    from lib_elevator.backends.a1111 import ElevatorRequest
+    from lib_elevator.params import ElevatorParams
+
+    args = webui.extension.default_script_args()[webui.script.args_from:webui.script.args_to]
+    request = ElevatorRequest.from_script_args(args)
+    assert request.enabled is False and request.params == ElevatorParams()
