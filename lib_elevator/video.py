@@ -172,6 +172,7 @@ def _atomic_output(target: Path, directory: bool = False) -> Iterator[Path]:
         temporary = Path(name)
     try:
         yield temporary
+        _permissions_like_a_new_file(temporary, directory)
         os.replace(temporary, target)
     except BaseException:
         if temporary.is_dir():
@@ -179,6 +180,14 @@ def _atomic_output(target: Path, directory: bool = False) -> Iterator[Path]:
         else:
             temporary.unlink(missing_ok=True)
         raise
+
+
+def _permissions_like_a_new_file(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create owner-only (0600/0700) entries; outputs should follow the umask
+    like any other file the user writes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
 def _pick_encoder(fmt: str) -> str:

@@ -235,3 +235,16 @@ def test_existing_png_folder_is_not_overwritten(tmp_path):
         video.save_video(moving_square_clip(), tmp_path / "clip", formats=("png",))
     assert [path.name for path in folder.iterdir()] == ["mine.png"]
     assert list(tmp_path.iterdir()) == [folder]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        written = video.save_video(moving_square_clip(), tmp_path / "clip", ("mp4", "png"))
+    finally:
+        os.umask(old)
+    modes = [stat.S_IMODE(path.stat().st_mode) for path in written]
+    assert modes == [0o644, 0o755]
