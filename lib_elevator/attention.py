@@ -17,6 +17,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .patches import Patch
+
 
 def first_frame_context(hidden_states: torch.Tensor, frames: int) -> torch.Tensor:
     """[G·F, N, C] → the first frame of each group repeated over its F frames."""
@@ -49,39 +51,33 @@ class _FirstFrameProcessor:
                           attention_mask=attention_mask, temb=temb, **kwargs)
 
 
-class Inflation:
+class Inflation(Patch):
     """Installs first-frame attention on a diffusers or ldm UNet; ``remove()`` restores it exactly.
 
     ``active`` switches it off without uninstalling, for a UNet shared with a T2V pass.
     """
 
+    what = "cross-frame attention"
+
     def __init__(self, unet: nn.Module, frames: int):
+        super().__init__()
         self.unet = unet
         self.frames = frames
         self.active = True
-        self._restore: list = []
 
-    def install(self) -> "Inflation":
-        if self._restore:
-            raise RuntimeError("cross-frame attention is already installed")
-        try:
-            diffusers_layers = _self_attention_modules(self.unet, lambda m: hasattr(m, "set_processor"))
-            if diffusers_layers:
-                for _, module in diffusers_layers:
-                    original = module.processor
-                    module.set_processor(_FirstFrameProcessor(original, self))
-                    self._restore.append(lambda module=module, original=original: module.set_processor(original))
-            else:
-                ldm_layers = _self_attention_modules(self.unet, lambda m: hasattr(m, "to_k"))
-                if not ldm_layers:
-                    raise ValueError("no self-attention (attn1) layers found to inflate in this UNet")
-                for _, module in ldm_layers:
-                    handle = module.register_forward_pre_hook(self._ldm_pre_hook, with_kwargs=True)
-                    self._restore.append(handle.remove)
-        except BaseException:
-            self.remove()
-            raise
-        return self
+    def _install(self) -> None:
+        diffusers_layers = _self_attention_modules(self.unet, lambda m: hasattr(m, "set_processor"))
+        if diffusers_layers:
+            for _, module in diffusers_layers:
+                original = module.processor
+                module.set_processor(_FirstFrameProcessor(original, self))
+                self._undo.append(lambda module=module, original=original: module.set_processor(original))
+            return
+        ldm_layers = _self_attention_modules(self.unet, lambda m: hasattr(m, "to_k"))
+        if not ldm_layers:
+            raise ValueError("no self-attention (attn1) layers found to inflate in this UNet")
+        for _, module in ldm_layers:
+            self._undo.append(module.register_forward_pre_hook(self._ldm_pre_hook, with_kwargs=True).remove)
 
     def _ldm_pre_hook(self, module, args, kwargs):
         if not self.active:
@@ -99,16 +95,8 @@ class Inflation:
         finally:
             self.active = previous
 
-    def remove(self) -> None:
-        while self._restore:
-            self._restore.pop()()
 
 
-@contextmanager
-def inflated(unet: nn.Module, frames: int):
-    """Cross-frame attention for the duration of a block, removed whatever happens inside."""
-    inflation = Inflation(unet, frames).install()
-    try:
-        yield inflation
-    finally:
-        inflation.remove()
+def inflated(unet: nn.Module, frames: int) -> Inflation:
+    """Cross-frame attention for the duration of a ``with`` block, removed whatever happens inside."""
+    return Inflation(unet, frames)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .patches import Patch
+
 _ROLE_SUFFIXES = (
     (".lora_down.weight", "down"),
     (".lora_up.weight", "up"),
@@ -155,18 +157,20 @@ class LoraTarget:
     multiplier: float
 
 
-class GatedLora:
+class GatedLora(Patch):
     """A LoRA hooked onto a UNet that only acts while ``gate.active``; ``remove()`` restores the UNet.
 
     ``scale`` is the user's strength (the paper uses 0.8 for AnimateLCM's t2v LoRA) and may be
     changed while installed.
     """
 
+    what = "the T2V LoRA"
+
     def __init__(self, unet: nn.Module, state_dict: dict[str, torch.Tensor], gate: Gate, scale: float = 1.0):
+        super().__init__()
         self.gate = gate
         self.scale = scale
         self.targets = self._match(unet, parse_lora(state_dict))
-        self._handles: list = []
 
     @staticmethod
     def _match(unet: nn.Module, layers: dict[str, LoraWeights]) -> list[LoraTarget]:
@@ -184,30 +188,9 @@ class GatedLora:
             targets.append(LoraTarget(name, layer, down, up, weights.multiplier))
         return targets
 
-    @property
-    def installed(self) -> bool:
-        return bool(self._handles)
-
-    def install(self) -> "GatedLora":
-        if self._handles:
-            raise RuntimeError("the T2V LoRA is already installed")
-        try:
-            for target in self.targets:
-                self._handles.append(target.layer.register_forward_hook(self._hook(target), with_kwargs=True))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def remove(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
-
-    def __enter__(self) -> "GatedLora":
-        return self.install()
-
-    def __exit__(self, *exc_info) -> None:
-        self.remove()
+    def _install(self) -> None:
+        for target in self.targets:
+            self._undo.append(target.layer.register_forward_hook(self._hook(target), with_kwargs=True).remove)
 
     def _hook(self, target: LoraTarget):
         def add_low_rank_update(layer, args, kwargs, output):

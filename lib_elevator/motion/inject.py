@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..patches import Patch
+
 
 @dataclass
 class T2VSwitch:
@@ -151,7 +153,7 @@ def _positional_limit(modules) -> int | None:
     return min(lengths, default=None)
 
 
-class MotionInjection:
+class MotionInjection(Patch):
     """Motion modules hooked into a UNet; ``remove()`` leaves the UNet exactly as it was.
 
     The adapter's modules are used in place (one copy in memory) and cast to the dtype/device of
@@ -159,39 +161,20 @@ class MotionInjection:
     the UNet (low-VRAM offloading).
     """
 
+    what = "motion modules"
+
     def __init__(self, unet: nn.Module, adapter: nn.Module, switch: T2VSwitch):
+        super().__init__()
         self.unet = unet
         self.switch = switch
         self.slots = plan_motion_slots(unet, adapter)
         self.max_frames = _positional_limit(slot.module for slot in self.slots)
-        self._handles: list = []
 
-    @property
-    def installed(self) -> bool:
-        return bool(self._handles)
-
-    def install(self) -> "MotionInjection":
-        if self._handles:
-            raise RuntimeError("motion modules are already installed")
-        try:
-            for slot in self.slots:
-                reference = next(slot.host.parameters())
-                slot.module.to(device=reference.device, dtype=reference.dtype)
-                self._handles.append(slot.host.register_forward_hook(self._hook(slot.module)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def remove(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
-
-    def __enter__(self) -> "MotionInjection":
-        return self.install()
-
-    def __exit__(self, *exc_info) -> None:
-        self.remove()
+    def _install(self) -> None:
+        for slot in self.slots:
+            reference = next(slot.host.parameters())
+            slot.module.to(device=reference.device, dtype=reference.dtype)
+            self._undo.append(slot.host.register_forward_hook(self._hook(slot.module)).remove)
 
     def _hook(self, module: nn.Module):
         def apply_motion(layer, args, output):
