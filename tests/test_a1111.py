@@ -206,6 +206,30 @@ def test_hires_fix_is_refused_before_sampling(webui):
     assert p.batch_size == 1
 
 
+@pytest.mark.parametrize("animatediff_arg", [{"enable": True}, type("AnimateDiffProcess", (), {"enable": True})()])
+def test_animatediff_enabled_in_the_same_request_is_refused(webui, animatediff_arg):
+    from modules import scripts
+
+    class AnimateDiff(scripts.Script):
+        def title(self):
+            return "AnimateDiff"
+
+        def show(self, is_img2img):
+            return scripts.AlwaysVisible
+
+    p = elevator_p(webui)
+    animatediff = AnimateDiff()
+    animatediff.args_from, animatediff.args_to = len(p.script_args), len(p.script_args) + 1
+    p.script_args = list(p.script_args) + [animatediff_arg]
+    p.scripts.alwayson_scripts.append(animatediff)
+    try:
+        with pytest.raises(ValueError, match="AnimateDiff is enabled"):
+            webui.run(p)
+    finally:
+        p.scripts.alwayson_scripts.remove(animatediff)
+    assert p.batch_size == 1 and videos_in(webui) == []
+
+
 def test_token_merging_is_forced_off(webui):
     from modules import sd_models, shared
 

@@ -83,10 +83,25 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
         reasons.append("an alternative UNet (e.g. TensorRT) is active; select 'None' for SD Unet")
     if getattr(p, "enable_hr", False):
         reasons.append("hires fix is not supported with VideoElevator; upscale the video afterwards")
+    if _animatediff_enabled(p):
+        reasons.append("AnimateDiff is enabled in the same request; both change the UNet and its schedule, "
+                       "so switch one of them off")
     if motion is not None and motion.info.positional_encoding_length < params.frames:
         reasons.append(f"{motion.info.kind.label} handles at most {motion.info.positional_encoding_length} frames, "
                        f"{params.frames} were asked for")
     return reasons
+
+
+def _animatediff_enabled(p) -> bool:
+    """sd-webui-animatediff's switch: its first argument is an object (UI) or a dict (API) with ``enable``."""
+    runner = getattr(p, "scripts", None)
+    for script in getattr(runner, "alwayson_scripts", ()):
+        if script.title().lower() != "animatediff" or script.args_from is None:
+            continue
+        first = (p.script_args or [None] * (script.args_from + 1))[script.args_from]
+        if first.get("enable", False) if isinstance(first, dict) else getattr(first, "enable", False):
+            return True
+    return False
 
 
 def _unet_shape(unet) -> tuple:
@@ -258,7 +273,7 @@ class ElevatorRun:
         unet = unet_of(self.p.sd_model)
         with ExitStack() as patches:
             switch = T2VSwitch(self.params.frames)
-            inflation = patches.enter_context(_installed(Inflation(unet, self.params.frames)))
+            inflation = patches.enter_context(Inflation(unet, self.params.frames))
             patches.enter_context(MotionInjection(unet, self.motion.adapter, switch))
             if self.motion.lora is not None:
                 patches.enter_context(GatedLora(unet, self.motion.lora, switch, self.params.t2v_lora_scale))
@@ -266,15 +281,6 @@ class ElevatorRun:
             patches.enter_context(_patched(sd_samplers, "create_sampler", _elevator_sampler_factory(
                 sd_samplers.create_sampler, function)))
             yield
-
-
-@contextmanager
-def _installed(patch):
-    patch.install()
-    try:
-        yield patch
-    finally:
-        patch.remove()
 
 
 @contextmanager
