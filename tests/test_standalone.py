@@ -174,6 +174,32 @@ def test_cli_refuses_wrong_motion_file_without_writing(model_files, tmp_path, ca
     assert not list(tmp_path.iterdir())
 
 
+def test_cli_generates_with_a_unet3d_t2v_folder(tiny, t2v_text_encoder, tmp_path, capsys):
+    """The ZeroScope-style T2V: a diffusers UNet3D folder with its own CLIP and scheduler config."""
+    import json
+
+    checkpoint, t2v = tmp_path / "sd", tmp_path / "zeroscope-tiny"
+    tiny.unet.save_pretrained(checkpoint / "unet")
+    tiny.vae.save_pretrained(checkpoint / "vae")
+    tiny.text_encoder.save_pretrained(checkpoint / "text_encoder")
+    tiny.tokenizer.save_pretrained(checkpoint / "tokenizer")
+    tiny.unet3d.save_pretrained(t2v / "unet")
+    t2v_text_encoder.model.save_pretrained(t2v / "text_encoder")
+    t2v_text_encoder.tokenizer.save_pretrained(t2v / "tokenizer")
+    (t2v / "scheduler").mkdir()
+    (t2v / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}))
+    args = ["generate", "--checkpoint", str(checkpoint), "--t2v-unet3d", str(t2v), "--prompt", "a boat",
+            "--width", "64", "--height", "64", "--steps", "10", "--frames", "2", "--refine-at", "8,4",
+            "--t2v-steps", "2", "--t2v-cfg-scale", "7.5", "--out", str(tmp_path / "out" / "boat"),
+            "--format", "gif", "--quiet"]
+    assert main(args) == 0
+    assert "t2v 8" in capsys.readouterr().out
+    from lib_elevator.video import read_parameters
+
+    assert "T2V: UNet3D 'zeroscope-tiny' (ddim)" in read_parameters(tmp_path / "out" / "boat.gif")
+
+
 def test_cli_missing_checkpoint_is_one_line_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lib_elevator", "generate", "--checkpoint", str(tmp_path / "nope"),
                              "--motion-module", "x.safetensors", "--prompt", "x"], capture_output=True, text=True)
