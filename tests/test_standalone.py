@@ -1,7 +1,6 @@
 """The standalone backend end to end: injected vs copied T2V, restore guarantees, T2V LoRA, the CLI."""
 import subprocess
 import sys
-from pathlib import Path
 
 import av
 import pytest
