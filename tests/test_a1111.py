@@ -272,3 +272,57 @@ def test_panel_defaults_are_the_schema_defaults(webui):
     args = webui.extension.default_script_args()[webui.script.args_from:webui.script.args_to]
     request = ElevatorRequest.from_script_args(args)
     assert request.enabled is False and request.params == ElevatorParams()
+
+
+def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, motion_file):
+    """The WebUI path (ldm UNet, the WebUI's CFGDenoiser, hooks) and the standalone path (diffusers UNet,
+    EpsDenoiser) run the same algorithm: same x, σ ladder, conditioning and noise give the same latents."""
+    from contextlib import ExitStack
+
+    from ldm_helpers import SD15_SHAPED_UNET2D_CONFIG, diffusers_unet
+    from lib_elevator import sampler
+    from lib_elevator.attention import Inflation
+    from lib_elevator.backends import a1111
+    from lib_elevator.backends.diffusers import EpsDenoiser, InjectedMotionT2V, unet2d_eps
+    from lib_elevator.motion import load_motion_adapter
+    from lib_elevator.schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
+    from modules import prompt_parser
+
+    recorded = {}
+    real_sample_elevator = a1111.sample_elevator
+
+    def recording(t2i, t2v, x, sigmas, params, noise_sampler=None, **kwargs):
+        draws = []
+
+        def noise(sigma, sigma_next):
+            draws.append(noise_sampler(sigma, sigma_next))
+            return draws[-1]
+
+        out = real_sample_elevator(t2i, t2v, x.clone(), sigmas, params, noise_sampler=noise, **kwargs)
+        recorded.update(x=x.clone(), sigmas=sigmas.clone(), params=params, draws=draws, out=out.clone(),
+                        cond=t2i.extra_args["cond"], uncond=t2i.extra_args["uncond"], cfg=t2i.extra_args["cond_scale"])
+        return out
+
+    a1111.sample_elevator = recording
+    try:
+        webui.run(elevator_p(webui, "a red fox in the snow", steps=8, refine_at="6,3", t2v_steps=2))
+    finally:
+        a1111.sample_elevator = real_sample_elevator
+
+    frames = recorded["params"].frames
+    cond = prompt_parser.reconstruct_multicond_batch(recorded["cond"], 0)[1][:1]
+    uncond = prompt_parser.reconstruct_cond_batch(recorded["uncond"], 0)[:1]
+    unet = diffusers_unet(SD15_SHAPED_UNET2D_CONFIG)  # the weights the stand-in's ldm UNet was made from
+    adapter, _ = load_motion_adapter(motion_file)
+    draws = iter(recorded["draws"])
+    with torch.no_grad(), ExitStack() as patches:
+        inflation = patches.enter_context(Inflation(unet, frames))
+        t2v_eps = InjectedMotionT2V(adapter, solver="lcm").prepare(patches, unet, frames, inflation, 0.8)
+        t2i = EpsDenoiser(unet2d_eps(unet), VPSchedule("sd", webui.sd_model.alphas_cumprod), cond, uncond,
+                          recorded["cfg"], frames)
+        t2v = EpsDenoiser(t2v_eps, ANIMATEDIFF_SCHEDULE, cond, uncond, recorded["params"].t2v_cfg_scale, frames,
+                          solver="lcm")
+        expected = sampler.sample_elevator(t2i, t2v, recorded["x"], recorded["sigmas"], recorded["params"],
+                                           disable=True, noise_sampler=lambda s, sn: next(draws))
+    assert recorded["sigmas"][-1] == 0  # a WebUI ladder, not the DDIM one
+    assert (recorded["out"] - expected).abs().max() <= 1e-4 * expected.std()
