@@ -16,7 +16,7 @@ WebUI modules are imported inside functions only; nothing here runs at import ti
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -52,7 +52,7 @@ class MotionModel:
     def resolved_solver(self) -> str:
         if self.solver != "auto":
             return self.solver
-        return "lcm" if self.info.kind.value == "animatelcm_t2v" else "ddim"
+        return self.info.default_solver
 
 
 def unet_of(sd_model):
@@ -86,9 +86,8 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
     if _animatediff_enabled(p):
         reasons.append("AnimateDiff is enabled in the same request; both change the UNet and its schedule, "
                        "so switch one of them off")
-    if motion is not None and motion.info.positional_encoding_length < params.frames:
-        reasons.append(f"{motion.info.kind.label} handles at most {motion.info.positional_encoding_length} frames, "
-                       f"{params.frames} were asked for")
+    if motion is not None and motion.info.frame_count_problem(params.frames):
+        reasons.append(motion.info.frame_count_problem(params.frames))
     return reasons
 
 
@@ -164,7 +163,7 @@ class WebUIDenoiser:
     frames: int
     solver: str = "ddim"
     cond_scale: float | None = None
-    around_call: object = None
+    around_call: object = nullcontext  # a context for every model call (the T2V's switches)
     step: int = 0
 
     def begin_step(self, k: int) -> None:
@@ -173,20 +172,12 @@ class WebUIDenoiser:
     def _sigma_in(self, x, sigma):
         return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
 
-    @contextmanager
-    def _call(self):
-        if self.around_call is None:
-            yield
-        else:
-            with self.around_call():
-                yield
-
     def guided(self, x, sigma):
         args = dict(self.extra_args)
         if self.cond_scale is not None:
             args["cond_scale"] = self.cond_scale
         self.model.step = self.step
-        with self._call(), CAPTURE.recording() as capture:
+        with self.around_call(), CAPTURE.recording() as capture:
             denoised = self.model(x, self._sigma_in(x, sigma), **args)
         cond_rows = capture.rows[: self.frames] if capture.rows is not None else None
         return denoised, cond_rows
@@ -200,7 +191,7 @@ class WebUIDenoiser:
         else:
             tensor = prompt_parser.reconstruct_cond_batch(self.extra_args["uncond"], self.step)
         cond = {"c_crossattn": [tensor], "c_concat": [self.extra_args["image_cond"]]}
-        with self._call():
+        with self.around_call():
             return self.model.inner_model(x, self._sigma_in(x, sigma), cond=cond)
 
     def conditional(self, x, sigma):

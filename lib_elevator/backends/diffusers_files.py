@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..motion import MotionKind, MotionModelError, check_fits_unet, load_motion_adapter, load_weights_file
+from ..motion import MotionModelError, check_fits_unet, load_motion_adapter, load_weights_file
 from ..schedules import ANIMATEDIFF_SCHEDULE, SD_SCHEDULE, VPSchedule
 from .diffusers import (
     ElevatorPipeline, InjectedMotionT2V, T2VModel, TextEncoder, t2v_from_motion_unet, t2v_from_unet3d,
@@ -90,11 +90,11 @@ def load_motion_t2v(path: str | Path, unet, frames: int, solver: str = "auto", l
     adapter, info = load_motion_adapter(path)
     config = unet.config
     check_fits_unet(info, tuple(config.block_out_channels), config.cross_attention_dim, config.layers_per_block)
-    if frames > info.positional_encoding_length:
-        raise MotionModelError(f"{info.kind.label} handles at most {info.positional_encoding_length} frames; "
-                               f"{frames} were asked for")
+    problem = info.frame_count_problem(frames)
+    if problem:
+        raise MotionModelError(problem)
     if solver == "auto":
-        solver = "lcm" if info.kind is MotionKind.ANIMATELCM_T2V else "ddim"
+        solver = info.default_solver
     lora_state = load_weights_file(lora) if lora is not None else None
     if copy:
         t2v = t2v_from_motion_unet(UNetMotionModel.from_unet2d(unet, adapter).to(unet.dtype).eval(), solver)

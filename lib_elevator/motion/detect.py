@@ -90,6 +90,17 @@ class MotionModuleInfo:
     attention_heads: int
     unet_cross_attention_dim: int | None
 
+    @property
+    def default_solver(self) -> str:
+        """AnimateLCM is a consistency model and needs the LCM solver; AnimateDiff modules use DDIM."""
+        return "lcm" if self.kind is MotionKind.ANIMATELCM_T2V else "ddim"
+
+    def frame_count_problem(self, frames: int) -> str | None:
+        """Why ``frames`` is too long for the positional encodings, or None when it fits."""
+        if frames <= self.positional_encoding_length:
+            return None
+        return f"{self.kind.label} handles at most {self.positional_encoding_length} frames; {frames} were asked for"
+
 
 def describe_motion_module(shapes: Mapping[str, Sequence[int]]) -> MotionModuleInfo:
     """Describe an original-layout (AnimateDiff naming) motion module, or refuse it with the reason."""
@@ -129,27 +140,26 @@ def describe_motion_module(shapes: Mapping[str, Sequence[int]]) -> MotionModuleI
 def refuse_other_formats(names) -> None:
     """Name the look-alike files users pick by mistake: Hotshot-XL, LoRAs, diffusers weights."""
     names = list(names)
-    if any(_HOTSHOT_NAMING.search(name) for name in names):
-        raise MotionModelError(
-            "It is a Hotshot-XL temporal-layers file (an SDXL motion model in Hotshot's own naming). "
-            "Hotshot-XL is not supported as a motion module (yet); use an SD1.5 AnimateDiff or AnimateLCM module."
-        )
-    if any(_PROCESSOR_LORA.search(name) for name in names):
-        raise MotionModelError(
-            "It is a LoRA for the image UNet's attention layers (the layout of AnimateDiff's v3 domain "
-            "adapter, v3_sd15_adapter.ckpt), not a motion module. LoRA files are not supported as a motion "
-            "module (yet)."
-        )
-    if any(_ANY_LORA.search(name) for name in names):
-        raise MotionModelError(
-            "It is a LoRA for the image UNet (like AnimateLCM's t2v LoRA, which goes with the AnimateLCM "
-            "motion module), not a motion module. LoRA files are not supported as a motion module (yet)."
-        )
-    if any(_DIFFUSERS_NAMING.search(name) for name in names):
-        raise MotionModelError(
-            "It holds diffusers MotionAdapter weights, which need their config.json; "
-            "choose the folder that contains both files instead of the weights file."
-        )
+    for pattern, explanation in _LOOK_ALIKES:
+        if any(pattern.search(name) for name in names):
+            raise MotionModelError(explanation)
+
+
+_LOOK_ALIKES = (  # checked in this order: the first match explains the file
+    (_HOTSHOT_NAMING,
+     "It is a Hotshot-XL temporal-layers file (an SDXL motion model in Hotshot's own naming). "
+     "Hotshot-XL is not supported as a motion module (yet); use an SD1.5 AnimateDiff or AnimateLCM module."),
+    (_PROCESSOR_LORA,
+     "It is a LoRA for the image UNet's attention layers (the layout of AnimateDiff's v3 domain "
+     "adapter, v3_sd15_adapter.ckpt), not a motion module. LoRA files are not supported as a motion "
+     "module (yet)."),
+    (_ANY_LORA,
+     "It is a LoRA for the image UNet (like AnimateLCM's t2v LoRA, which goes with the AnimateLCM "
+     "motion module), not a motion module. LoRA files are not supported as a motion module (yet)."),
+    (_DIFFUSERS_NAMING,
+     "It holds diffusers MotionAdapter weights, which need their config.json; "
+     "choose the folder that contains both files instead of the weights file."),
+)
 
 
 def motion_module_channels(shapes: Mapping[str, Sequence[int]]) -> dict[tuple[str, int], dict[int, int]]:
