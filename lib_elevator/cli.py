@@ -131,8 +131,7 @@ def run_demo(args) -> None:
     from .tiny import tiny_models
 
     started = time.perf_counter()
-    params = ElevatorParams(**{"refine_at": (26, 21, 15, 9) if args.steps == 30 else ElevatorParams().refine_at,
-                               **_schema_values(args), "frames": args.frames})
+    params = ElevatorParams(**{**_schema_values(args), "frames": args.frames})
     params.refine_steps_remaining(args.steps)
     torch.set_num_threads(1)  # toy-sized layers: threading costs more than it gains
     models = tiny_models()
