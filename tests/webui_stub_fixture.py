@@ -18,6 +18,13 @@ The fixture yields a ``WebUI`` helper (below): attribute access imports stand-in
 builds a ``p`` like A1111's txt2img tab does, ``webui.run(p)`` runs it the way the UI does,
 ``webui.runner(*scripts)`` builds a ``ScriptRunner``, ``webui.load_extension(path)`` loads a real
 extension folder (``preload.py`` + ``scripts/*.py``), ``webui.errors`` lists reported exceptions.
+
+``webui_stub(tmp_path, host="forge")`` gives a stable-diffusion-webui-forge 2.x-shaped session instead
+(``$WEBUI_STUB_HOST``; see ``tests/webui_stub/backend/__init__.py``): ``shared.sd_model`` is a Forge
+``StableDiffusion`` engine with ``forge_objects`` (same tiny weights, so results match the A1111 host),
+``backend`` is importable, processing/sampling follow Forge, ldm's ``UNetModel.forward`` is replaced by
+Forge's traversal (undone afterwards), no attention optimization is applied (Forge's ``sd_hijack`` does nothing) and the Lora stand-in works the Forge way. ``webui.unet`` is the shared ldm UNet
+(``forge_objects_original.unet.model.diffusion_model``).
 """
 from __future__ import annotations
 
@@ -33,11 +40,11 @@ STUB_DIR = str(Path(__file__).resolve().parent / "webui_stub")
 
 
 def _is_stub_module(name, module):
-    """Every ``modules*`` entry (the session refuses to start when one exists), and ``k_diffusion*`` and
-    ``gradio*`` from here."""
+    """Every ``modules*`` entry (the session refuses to start when one exists), and ``k_diffusion*``,
+    ``gradio*`` and ``backend*`` from here."""
     if name == "modules" or name.startswith("modules."):
         return True
-    in_package = name in ("k_diffusion", "gradio") or name.startswith(("k_diffusion.", "gradio."))
+    in_package = name in ("k_diffusion", "gradio", "backend") or name.startswith(("k_diffusion.", "gradio.", "backend."))
     return in_package and (getattr(module, "__file__", None) or "").startswith(STUB_DIR + os.sep)
 
 
@@ -49,9 +56,10 @@ def _purge_stub_modules():
 class WebUI:
     """Handle on one stand-in WebUI session (one test)."""
 
-    def __init__(self, data_dir: Path, sd_model):
+    def __init__(self, data_dir: Path, sd_model, host: str = "a1111"):
         self.data_dir = Path(data_dir)
         self.sd_model = sd_model
+        self.host = host
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -63,6 +71,8 @@ class WebUI:
 
     @property
     def unet(self):
+        if self.host == "forge":
+            return self.sd_model.forge_objects_original.unet.model.diffusion_model
         return self.sd_model.model.diffusion_model
 
     @property
@@ -140,18 +150,23 @@ class WebUI:
 
 
 @contextlib.contextmanager
-def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny", attention: str = "sdp"):
-    """Context-manager form of the ``webui`` fixture (for tests that need two sessions or custom options)."""
+def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny", attention: str = "sdp",
+               host: str = "a1111"):
+    """Context-manager form of the ``webui`` fixture (for tests that need two sessions or custom options).
+    ``host``: ``"a1111"`` or ``"forge"``; ``attention`` is the A1111 cross-attention optimization (unused on Forge)."""
+    if host not in ("a1111", "forge"):
+        raise ValueError(f"host must be 'a1111' or 'forge', not {host!r}")
     if "modules" in sys.modules:
         raise RuntimeError(f"a 'modules' package is already imported ({sys.modules['modules']!r}); "
                            "only one WebUI stand-in session at a time")
-    saved_env = {key: os.environ.get(key) for key in ("WEBUI_STUB_DATA_DIR", "COMMANDLINE_ARGS")}
+    saved_env = {key: os.environ.get(key) for key in ("WEBUI_STUB_DATA_DIR", "COMMANDLINE_ARGS", "WEBUI_STUB_HOST")}
     saved_path = list(sys.path)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     os.environ["WEBUI_STUB_DATA_DIR"] = str(data_dir)
     os.environ["COMMANDLINE_ARGS"] = commandline_args
+    os.environ["WEBUI_STUB_HOST"] = host
     sys.path.insert(0, STUB_DIR)
-    stub_lora = sd_hijack = None
+    stub_lora = sd_hijack = forge_unet = None
     try:
         from modules import script_callbacks, scripts, sd_hijack, sd_models, stub_lora, stub_model
 
@@ -159,16 +174,25 @@ def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny
         scripts.scripts_txt2img.initialize_scripts(False)
         scripts.scripts_img2img.initialize_scripts(True)
         stub_lora.setup()  # the built-in Lora extension's script
-        model = stub_model.build_tiny_sd_model(unet_config)
+        if host == "forge":
+            from backend.nn import unet as forge_unet
+
+            forge_unet.install()  # ldm's UNetModel.forward runs the Forge traversal (transformer_options)
+            model = stub_model.build_tiny_forge_model(unet_config)
+        else:
+            model = stub_model.build_tiny_sd_model(unet_config)
         sd_models.model_data.set_sd_model(model)
         script_callbacks.model_loaded_callback(model)
-        sd_hijack.model_hijack.apply_optimizations(attention)
-        yield WebUI(Path(data_dir), model)
+        if host == "a1111":  # Forge's sd_hijack is a stub: no attention optimization is applied
+            sd_hijack.model_hijack.apply_optimizations(attention)
+        yield WebUI(Path(data_dir), model, host)
     finally:
         if sd_hijack is not None:
             sd_hijack.model_hijack.undo_optimizations()
         if stub_lora is not None:
             stub_lora.uninstall()
+        if forge_unet is not None:
+            forge_unet.uninstall()
         _purge_stub_modules()
         sys.path[:] = saved_path
         for key, value in saved_env.items():

@@ -7,6 +7,13 @@ between neighbouring table entries, and ``forward(x, σ)`` returns the x0 estima
 attributes A1111 and extensions touch keep k-diffusion's names: ``sigmas`` / ``log_sigmas`` (buffers, read
 on every call, so a caller may swap them), ``inner_model``, ``quantize``, ``get_sigmas``,
 ``sigma_to_t``, ``t_to_sigma``, ``get_eps``.
+
+``ForgeScheduleLinker(predictor)`` is the Forge 2 addition (Forge vendors k-diffusion with it): the sampler's
+``model_wrap`` in Forge, a view of a ``backend.modules.k_prediction.Prediction``. ``sigmas`` /
+``log_sigmas`` / ``sigma_min`` / ``sigma_max`` read the predictor's *current* table on every access (so
+``predictor.set_sigmas`` shows through), ``sigma_to_t`` / ``t_to_sigma`` are the predictor's
+``timestep`` / ``sigma``, and ``get_sigmas(n)`` is the uniform-in-t ladder like ``CompVisDenoiser``'s.
+(Forge's own ``sigma_min``/``sigma_max`` call the predictor's properties and fail; these return them.)
 """
 import torch
 from torch import nn
@@ -56,3 +63,27 @@ class CompVisDenoiser(nn.Module):
         per_sample = sigma.reshape(sigma.shape + (1,) * (input.ndim - sigma.ndim))
         eps = self.get_eps(input / (per_sample.square() + 1).sqrt(), self.sigma_to_t(sigma), **kwargs)
         return input - per_sample * eps
+
+
+class ForgeScheduleLinker(nn.Module):
+    def __init__(self, predictor):
+        super().__init__()
+        self.predictor = predictor
+
+    sigmas = property(lambda self: self.predictor.sigmas)
+    log_sigmas = property(lambda self: self.predictor.sigmas.log())
+    sigma_min = property(lambda self: self.predictor.sigma_min)
+    sigma_max = property(lambda self: self.predictor.sigma_max)
+
+    def get_sigmas(self, n=None):
+        if n is None:
+            ladder = self.sigmas.flip(0)
+        else:
+            ladder = self.t_to_sigma(torch.linspace(len(self.sigmas) - 1, 0, n, device=self.sigmas.device))
+        return torch.cat([ladder, ladder.new_zeros(1)])
+
+    def sigma_to_t(self, sigma, quantize=None):
+        return self.predictor.timestep(sigma)
+
+    def t_to_sigma(self, t):
+        return self.predictor.sigma(t)

@@ -53,5 +53,15 @@ from ``sd_model.alphas_cumprod`` when the sampler is created, ``alphas_cumprod``
 ``alphas_cumprod_original`` every batch, in-place LoRA weight patching that stays merged after the job,
 class-level attention-forward replacement, infotext format and quoting.
 Not provided: Gradio/UI, the HTTP API, img2img/inpainting, hires fix, refiner, SDXL/SD2/v-prediction,
-timestep samplers (DDIM/PLMS/UniPC/LCM), styles, embeddings, hypernetworks, face restoration, Forge.
+timestep samplers (DDIM/PLMS/UniPC/LCM), styles, embeddings, hypernetworks, face restoration.
+
+Forge 2 host. ``webui_stub(..., host="forge")`` sets ``$WEBUI_STUB_HOST=forge`` (``stub_host``) and the same
+package then behaves like stable-diffusion-webui-forge 2.x (main, 2.0.1v1.10.1) where Forge differs:
+``shared.sd_model`` is a ``backend.diffusion_engine.sd15.StableDiffusion`` (``stub_model.build_tiny_forge_model``:
+same tiny weights), the ``../backend`` stand-in is importable, and ``processing`` (forge_objects resets,
+``process_before_every_sampling`` after the reset, inference mode, Forge's version in the infotext),
+``sd_samplers_kdiffusion`` (``ForgeScheduleLinker``, ``sampling_prepare``/``sampling_cleanup``),
+``sd_samplers_cfg_denoiser`` (unbatched ``on_cfg_denoiser``, ``sampling_function``, no ``on_cfg_denoised``)
+and ``stub_lora`` (patches on cloned patchers, merged when loaded) switch on ``stub_host.is_forge()``.
+Each of those modules' docstrings says what its Forge branch does.
 """

@@ -29,12 +29,27 @@ unconditional_conditioning=…, seeds=…, subseeds=…, subseed_strength=…, p
 calls ``scripts.process_before_every_sampling(x=, noise=, c=, uc=)`` and samples.
 ``p.sd_model`` always reads ``shared.sd_model``; assigning to it does nothing (as in A1111).
 
+Forge 2 host (``stub_host.is_forge()``), as Forge's ``process_images`` / ``process_images_inner``:
+``process_images`` applies no token merging (the txt2img ``sample`` does, after its reset); the job runs
+under ``torch.inference_mode()`` without ``ema_scope``; comments and extra infotext values collect on
+``p.sd_model.comments`` / ``.extra_generation_params`` (reset in ``_prepare``); each batch starts with
+``sd_models.forge_model_reload()`` and ``forge_objects = forge_objects_original.shallow_copy()``, takes
+the latent channels from ``forge_objects.vae``, and after ``extra_networks.activate`` sets ``forge_objects
+= forge_objects_after_applying_lora.shallow_copy()`` (before ``scripts.process_batch``); with the
+"Zero Terminal SNR" schedule the predictor's σ table is rescaled around ``p.sample``; each batch's latents
+are appended to ``p.latents_after_sampling``; the VAE decodes the batch in one call; the infotext has
+Forge's version string (``f2.0.1v1.10.1-…``) and no VAE entries.
+``StableDiffusionProcessingTxt2Img.sample`` on Forge: ``create_sampler``, ``x = p.rng.next()``, ``forge_objects
+= forge_objects_after_applying_lora.shallow_copy()``, token merging, ``scripts.process_before_every_sampling(
+x=, noise=, c=, uc=)``, ``p.modified_noise`` (if a script set it) replaces x, then ``sampler.sample``.
+
 Left out: hires fix (``enable_hr`` raises in ``init``), img2img/inpainting, refiner, face restoration,
 tiling, colour correction, overlays, VAE approximations, per-image list/callable infotext values,
 ``Processed.js``; styles pass through ``shared.prompt_styles``, which changes nothing here.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from typing import ClassVar
@@ -58,6 +73,7 @@ from modules import (
     sd_unet,
     sd_vae,
     shared,
+    stub_host,
 )
 from modules.sd_hijack import model_hijack
 from modules.shared import cmd_opts, opts, state
@@ -65,7 +81,7 @@ from modules.shared import cmd_opts, opts, state
 opt_C = 4  # latent channels
 opt_f = 8  # VAE downscale factor
 
-PROGRAM_VERSION = "v1.10.1"
+PROGRAM_VERSION = "f2.0.1v1.10.1-previous-669-gdfdcbab6" if stub_host.is_forge() else "v1.10.1"
 
 # kind ("c" / "uc") -> (what the conditioning was computed from, the conditioning)
 _cond_cache: dict = {}
@@ -93,7 +109,7 @@ def fix_seed(p):
 
 def txt2img_image_conditioning(sd_model, x, width, height):
     """The image conditioning of a txt2img run: a dummy zero tensor for ordinary (non-inpainting) models."""
-    if sd_model.model.conditioning_key in ("hybrid", "concat"):
+    if sd_model.is_inpaint if stub_host.is_forge() else sd_model.model.conditioning_key in ("hybrid", "concat"):
         raise NotImplementedError("inpainting models are not supported by the stand-in")
     return torch.zeros((len(x), 5, 1, 1), dtype=x.dtype, device=x.device)
 
@@ -104,13 +120,15 @@ class DecodedSamples(list):
 
 
 def decode_latent_batch(model, batch, target_device=None, check_for_nans=False):
-    """Decode latents one image at a time (as A1111 does, to bound VAE memory); values in [-1, 1]."""
+    """Decode latents one image at a time (as A1111 does, to bound VAE memory; Forge decodes the batch in one
+    call and does not check for NaNs); values in [-1, 1]."""
     decoded = DecodedSamples()
-    for latent in batch.split(1):
-        pixels = sd_samplers_common.decode_first_stage(model, latent)[0]
-        if check_for_nans:
+    forge = stub_host.is_forge()
+    for latents in [batch] if forge else batch.split(1):
+        pixels = sd_samplers_common.decode_first_stage(model, latents)
+        if check_for_nans and not forge:
             devices.test_for_nans(pixels, "vae")
-        decoded.append(pixels if target_device is None else pixels.to(target_device))
+        decoded.extend(pixels if target_device is None else pixels.to(target_device))
     return decoded
 
 
@@ -151,16 +169,12 @@ class StableDiffusionProcessing:
         self._scripts = None
         self._script_args = None
         self.scripts_setup_complete = False
-        self.is_api = False
-        self.user = None
+        self.is_api = self.is_hr_pass = self.is_using_inpainting_conditioning = False
+        self.user = self.sampler_noise_scheduler_override = None
         self.comments = {}
-        self.sampler_noise_scheduler_override = None
-        self.is_hr_pass = False
-        self.is_using_inpainting_conditioning = False
 
         # filled in while the job runs
-        self.sampler = None
-        self.rng = None
+        self.sampler = self.rng = None
         self.c = self.uc = None
         self.iteration = 0
         self.batch_index = 0
@@ -169,6 +183,9 @@ class StableDiffusionProcessing:
         self.prompts = self.negative_prompts = self.seeds = self.subseeds = None
         self.extra_network_data = None
         self.sd_model_name = self.sd_model_hash = self.sd_vae_name = self.sd_vae_hash = None
+        if stub_host.is_forge():
+            self.latents_after_sampling = []
+            self.modified_noise = None
 
     # --- the model and the script runner ---
 
@@ -180,32 +197,25 @@ class StableDiffusionProcessing:
     def sd_model(self, value):
         pass  # A1111 ignores it too: the loaded model is the one used
 
-    @property
-    def scripts(self):
-        return self._scripts
+    def _triggers_setup(attribute):  # builds a property in the class body (no self)
+        """A property over ``attribute`` whose assignment may run the scripts' ``setup`` hooks."""
+        def assign(self, value):
+            setattr(self, attribute, value)
+            self._maybe_setup_scripts()
+        return property(lambda self: getattr(self, attribute), assign)
 
-    @scripts.setter
-    def scripts(self, value):
-        self._scripts = value
-        self._maybe_setup_scripts()
-
-    @property
-    def script_args(self):
-        return self._script_args
-
-    @script_args.setter
-    def script_args(self, value):
-        self._script_args = value
-        self._maybe_setup_scripts()
+    scripts = _triggers_setup("_scripts")
+    script_args = _triggers_setup("_script_args")
+    del _triggers_setup
 
     def _maybe_setup_scripts(self):
         """Once both the runner and its arguments are known, the scripts' ``setup`` hooks run (once)."""
-        if self._scripts and self._script_args and not self.scripts_setup_complete:
+        if not self.scripts_setup_complete and self._scripts and self._script_args:
             self.setup_scripts()
 
     def setup_scripts(self):
-        self.scripts_setup_complete = True
-        self._scripts.setup_scrips(self, is_ui=not self.is_api)
+        runner, self.scripts_setup_complete = self._scripts, True
+        runner.setup_scrips(self, is_ui=not self.is_api)
 
     # --- small helpers extensions call ---
 
@@ -224,6 +234,8 @@ class StableDiffusionProcessing:
         return opts.save_incomplete_images or not (state.interrupted or state.skipped)
 
     def txt2img_image_conditioning(self, x, width=None, height=None):
+        if stub_host.is_forge():
+            self.is_using_inpainting_conditioning = self.sd_model.is_inpaint
         return txt2img_image_conditioning(self.sd_model, x, width or self.width, height or self.height)
 
     # --- steps of process_images ---
@@ -302,9 +314,14 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         noise = self.rng.next()
+        if stub_host.is_forge():
+            self.sd_model.forge_objects = self.sd_model.forge_objects_after_applying_lora.shallow_copy()
+            sd_models.apply_token_merging(self.sd_model, self.get_token_merging_ratio())
         if self.scripts is not None:
             self.scripts.process_before_every_sampling(self, x=noise, noise=noise, c=conditioning,
                                                        uc=unconditional_conditioning)
+        if getattr(self, "modified_noise", None) is not None:
+            noise, self.modified_noise = self.modified_noise, None
         return self.sampler.sample(self, noise, conditioning, unconditional_conditioning,
                                    image_conditioning=self.txt2img_image_conditioning(noise))
 
@@ -381,8 +398,8 @@ def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iter
         "CFG scale": p.cfg_scale, "Seed": seed, "Size": f"{p.width}x{p.height}",
         "Model hash": only_if(opts.add_model_hash_to_info, p.sd_model_hash),
         "Model": only_if(opts.add_model_name_to_info, p.sd_model_name),
-        "VAE hash": only_if(opts.add_vae_hash_to_info, p.sd_vae_hash),
-        "VAE": only_if(opts.add_vae_name_to_info, p.sd_vae_name),
+        "VAE hash": only_if(opts.add_vae_hash_to_info and not stub_host.is_forge(), p.sd_vae_hash),
+        "VAE": only_if(opts.add_vae_name_to_info and not stub_host.is_forge(), p.sd_vae_name),
         "Variation seed": subseeds[index] if varied else None,
         "Variation seed strength": only_if(varied, p.subseed_strength),
         "Clip skip": only_if(clip_skip > 1, clip_skip),
@@ -407,6 +424,7 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
         p.scripts.before_process(p)
 
     previous = {}
+    forge = stub_host.is_forge()
     try:
         for key, value in p.override_settings.items():
             if key == "sd_model_checkpoint":
@@ -414,11 +432,13 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
             if key in opts.data:
                 previous.setdefault(key, opts.data[key])
             opts.set(key, value, is_api=True, run_callbacks=False)
-        sd_models.apply_token_merging(p.sd_model, p.get_token_merging_ratio())
+        if not forge:
+            sd_models.apply_token_merging(p.sd_model, p.get_token_merging_ratio())
         sd_samplers.fix_p_invalid_sampler_and_scheduler(p)
         return _run(p)
     finally:
-        sd_models.apply_token_merging(p.sd_model, 0)
+        if not forge:
+            sd_models.apply_token_merging(p.sd_model, 0)
         if p.override_settings_restore_afterwards:
             for key, value in previous.items():
                 setattr(opts, key, value)
@@ -444,8 +464,13 @@ def _prepare(p):
     p.sd_model_name, p.sd_model_hash = model.sd_checkpoint_info.name_for_extra, model.sd_model_hash
     p.sd_vae_name, p.sd_vae_hash = sd_vae.get_loaded_vae_name(), sd_vae.get_loaded_vae_hash()
 
-    model_hijack.apply_circular(p.tiling)  # refuses tiling
-    model_hijack.clear_comments()
+    if stub_host.is_forge():
+        if p.tiling:
+            raise NotImplementedError("tiling is not supported by the stand-in")
+        model.comments, model.extra_generation_params = [], {}
+    else:
+        model_hijack.apply_circular(p.tiling)  # refuses tiling
+        model_hijack.clear_comments()
     p.fill_fields_from_opts()
     p.setup_prompts()
 
@@ -461,7 +486,9 @@ def _run(p) -> Processed:
         p.scripts.process(p)
 
     output, infotexts = [], []
-    with torch.no_grad(), p.sd_model.ema_scope():
+    forge = stub_host.is_forge()
+    scope = contextlib.nullcontext() if forge else p.sd_model.ema_scope()
+    with torch.inference_mode() if forge else torch.no_grad(), scope:
         with devices.autocast():
             p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
             sd_unet.apply_unet()
@@ -500,12 +527,25 @@ def _take_slice(p, part, names):
         setattr(p, name, getattr(p, "all_" + name)[part])
 
 
+def _notes():
+    """Where comments and extra infotext values collect: ``model_hijack`` in A1111, the model in Forge."""
+    holder = shared.sd_model if stub_host.is_forge() else model_hijack
+    return holder.comments, holder.extra_generation_params
+
+
 def _run_batch(p, n):
     """Batch ``n``: returns [(image, infotext), …], or None when there is nothing left to do."""
     hooks = p.scripts
+    forge = stub_host.is_forge()
     part = slice(n * p.batch_size, (n + 1) * p.batch_size)
+    if forge:
+        sd_models.forge_model_reload()
+        p.sd_model.forge_objects = p.sd_model.forge_objects_original.shallow_copy()
     _take_slice(p, part, ("prompts", "negative_prompts", "seeds", "subseeds"))
-    channels = getattr(shared.sd_model, "latent_channels", opt_C)
+    if forge:
+        channels = shared.sd_model.forge_objects.vae.latent_channels
+    else:
+        channels = getattr(shared.sd_model, "latent_channels", opt_C)
     p.rng = rng.ImageRNG((channels, p.height // opt_f, p.width // opt_f), p.seeds, subseeds=p.subseeds,
                          subseed_strength=p.subseed_strength, seed_resize_from_h=p.seed_resize_from_h,
                          seed_resize_from_w=p.seed_resize_from_w)
@@ -522,24 +562,29 @@ def _run_batch(p, n):
     if not p.disable_extra_networks:
         with devices.autocast():
             extra_networks.activate(p, p.extra_network_data)
+    if forge:
+        p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
     if hooks is not None:
         hooks.process_batch(p, **where())
 
     p.setup_conds()
-    p.extra_generation_params.update(model_hijack.extra_generation_params)
+    comments, extra_params = _notes()
+    p.extra_generation_params.update(extra_params)
     if n == 0 and not getattr(cmd_opts, "no_prompt_history", False):
         with open(os.path.join(paths.data_path, "params.txt"), "w", encoding="utf8") as file:
             file.write(Processed(p, []).infotext(p, 0))
-    for text in model_hijack.comments:
+    for text in comments:
         p.comment(text)
     if p.n_iter > 1:
         state.job = f"Batch {n + 1} out of {p.n_iter}"
 
     sd_models.apply_alpha_schedule_override(p.sd_model, p)
     precision = devices.without_autocast() if devices.unet_needs_upcast else devices.autocast()
-    with precision:
+    with precision, _forge_noise_schedule(p) if forge else contextlib.nullcontext():
         latents = p.sample(conditioning=p.c, unconditional_conditioning=p.uc, seeds=p.seeds, subseeds=p.subseeds,
                            subseed_strength=p.subseed_strength, prompts=p.prompts)
+    if forge:
+        p.latents_after_sampling.extend(latents)
     if hooks is not None:
         post = scripts.PostSampleArgs(latents)
         hooks.post_sample(p, post)
@@ -571,6 +616,23 @@ def _run_batch(p, n):
             image.info["parameters"] = text
         done.append((image, text))
     return done
+
+
+@contextlib.contextmanager
+def _forge_noise_schedule(p):
+    """Forge's "Zero Terminal SNR": the working UNet's σ table is rescaled for ``p.sample`` and put back after
+    it returns (as in Forge, not after an exception)."""
+    if opts.sd_noise_schedule != "Zero Terminal SNR":
+        yield
+        return
+    from backend.modules.k_prediction import rescale_zero_terminal_snr_sigmas
+
+    p.extra_generation_params["Noise Schedule"] = opts.sd_noise_schedule
+    predictor = p.sd_model.forge_objects.unet.model.predictor
+    saved = predictor.sigmas
+    predictor.set_sigmas(rescale_zero_terminal_snr_sigmas(saved))
+    yield
+    predictor.set_sigmas(saved)
 
 
 def _to_unit_range(p, samples):

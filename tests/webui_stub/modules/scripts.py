@@ -227,9 +227,7 @@ def _hook(name):
 
 class ScriptRunner:
     def __init__(self):
-        self.scripts = []
-        self.alwayson_scripts = []
-        self.selectable_scripts = []
+        self.scripts, self.alwayson_scripts, self.selectable_scripts = [], [], []
 
     def initialize_scripts(self, is_img2img, script_classes=None):
         """Create the scripts (registered ones, or ``script_classes``: classes or ready instances) and

@@ -4,6 +4,8 @@
 and the ``token_merging_calls`` log) instead of patching with tomesd; ``apply_alpha_schedule_override``
 resets ``alphas_cumprod`` from ``alphas_cumprod_original`` before every batch, exactly as A1111 does;
 ``reload_model_weights`` does nothing (one model); ``model_data`` holds the loaded model.
+Forge 2's ``forge_model_reload()`` returns ``(shared.sd_model, False)`` (nothing to reload); on Forge the
+engine has no ``alphas_cumprod``, so ``apply_alpha_schedule_override`` does nothing there, as in Forge.
 """
 import contextlib
 
@@ -34,6 +36,10 @@ model_data = SdModelData()
 
 def reload_model_weights(sd_model=None, info=None, forced_reload=False):
     return shared.sd_model
+
+
+def forge_model_reload():
+    return shared.sd_model, False
 
 
 def select_checkpoint():

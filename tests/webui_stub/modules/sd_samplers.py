@@ -34,22 +34,10 @@ def find_sampler_config(name):
     return all_samplers[0] if name is None else all_samplers_map.get(name)
 
 
-def create_sampler(name, model):
-    """A new sampler object for the sampler called ``name`` (an unknown name is an error)."""
-    config = find_sampler_config(name)
-    if config is None:
-        raise AssertionError(f"bad sampler name: {name}")
-    if config.options.get("no_sdxl", False) and model.is_sdxl:
-        raise Exception(f"Sampler {config.name} is not supported for SDXL")
-    made = config.constructor(model)
-    made.config = config
-    return made
-
-
 def set_samplers():
     global samplers, samplers_for_img2img, samplers_hidden
-    samplers = samplers_for_img2img = all_samplers
     samplers_hidden = set(shared.opts.hide_samplers)
+    samplers = samplers_for_img2img = all_samplers
     lookup = {}
     for config in all_samplers:
         for known_as in (config.name, *config.aliases):
@@ -60,6 +48,18 @@ def set_samplers():
 
 def visible_sampler_names():
     return [config.name for config in samplers if config.name not in samplers_hidden]
+
+
+def create_sampler(name, model):
+    """A new sampler object for the sampler called ``name`` (an unknown name is an error)."""
+    config = find_sampler_config(name)
+    if config is None:
+        raise AssertionError(f"bad sampler name: {name}")
+    if config.options.get("no_sdxl", False) and model.is_sdxl:
+        raise Exception(f"Sampler {config.name} is not supported for SDXL")
+    made = config.constructor(model)
+    made.config = config
+    return made
 
 
 def _without_scheduler_suffix(name, scheduler):

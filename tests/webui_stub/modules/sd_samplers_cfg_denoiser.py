@@ -20,13 +20,21 @@ What one ``forward(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
   row of each item and is stored as the live-preview latent, ``on_cfg_after_cfg`` may replace the
   result, and ``self.step`` advances.
 
+Forge 2 host (``stub_host.is_forge()``), as Forge's ``CFGDenoiser.forward``: the same interrupt check and
+prompt-editing reconstruction, then ``on_cfg_denoiser`` callbacks get the *unbatched* x (one row per
+image; ``text_cond`` holds the sub-prompt rows, ``text_uncond`` one row per image), "skip early CFG" and
+NGMS may set the scale to 1, and ``backend.sampling.sampling_function.sampling_function`` does the
+batching and guidance (see there: Forge batches [uncond; cond] chunks as memory allows, the
+``BATCHING`` knob). ``on_cfg_denoised`` is never called; ``sampler.last_latent`` and the preview are the
+guided result; ``on_cfg_after_cfg`` may replace it; ``self.step`` advances.
+
 Not provided: SDXL dict conditioning, edit (InstructPix2Pix) and unCLIP models, img2img masks, the
 refiner switch, NGMS (``s_min_uncond`` is accepted and ignored), "skip early CFG", ``pad_cond_uncond_v0``,
 the negative-prompt/combined live-preview choices and CFG++ bookkeeping.
 """
 import torch
 
-from modules import prompt_parser, sd_samplers_common, shared
+from modules import prompt_parser, sd_samplers_common, shared, stub_host
 from modules.script_callbacks import (
     AfterCFGCallbackParams,
     CFGDenoisedParams,
@@ -101,6 +109,8 @@ class CFGDenoiser(torch.nn.Module):
         state = shared.state
         if state.interrupted or state.skipped:
             raise sd_samplers_common.InterruptedException
+        if stub_host.is_forge():
+            return self._forward_forge(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
 
         conds_list, text_cond = prompt_parser.reconstruct_multicond_batch(cond, self.step)
         text_uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step)
@@ -138,5 +148,39 @@ class CFGDenoiser(torch.nn.Module):
         after = AfterCFGCallbackParams(guided, state.sampling_step, state.sampling_steps)
         cfg_after_cfg_callback(after)
 
+        self.step += 1
+        return after.x
+
+    def _forge_cond_scale(self, cond_scale, s_min_uncond, sigma):
+        """Forge's "skip early CFG" and NGMS: guidance scale 1 (no uncond pass) for some steps."""
+        opts, notes = shared.opts, self.p.extra_generation_params
+        if opts.skip_early_cond > 0 and self.step / self.total_steps <= opts.skip_early_cond:
+            notes["Skip Early CFG"] = opts.skip_early_cond
+            return 1.0
+        if s_min_uncond > 0 and sigma[0] < s_min_uncond and (self.step % 2 or opts.s_min_uncond_all):
+            notes["NGMS"] = s_min_uncond
+            if opts.s_min_uncond_all:
+                notes["NGMS all steps"] = True
+            return 1.0
+        return cond_scale
+
+    def _forward_forge(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+        from backend.sampling.sampling_function import sampling_function
+
+        state = shared.state
+        cond_composition, text_cond = prompt_parser.reconstruct_multicond_batch(cond, self.step)
+        text_uncond = None if uncond is None else prompt_parser.reconstruct_cond_batch(uncond, self.step)
+
+        params = CFGDenoiserParams(x, image_cond, sigma, state.sampling_step, state.sampling_steps,
+                                   text_cond, text_uncond, self)
+        cfg_denoiser_callback(params)
+        cond_scale = self._forge_cond_scale(cond_scale, s_min_uncond, sigma)
+        denoised, _, _ = sampling_function(self, denoiser_params=params, cond_scale=cond_scale,
+                                           cond_composition=cond_composition)
+
+        self.sampler.last_latent = denoised
+        sd_samplers_common.store_latent(denoised)
+        after = AfterCFGCallbackParams(denoised, state.sampling_step, state.sampling_steps)
+        cfg_after_cfg_callback(after)
         self.step += 1
         return after.x

@@ -49,7 +49,8 @@ class InterruptedException(BaseException):
 def _vae_decode(model, latents):
     """Latents → RGB tensor in [-1, 1] through the checkpoint's own VAE."""
     with torch.no_grad(), devices.without_autocast():
-        return model.decode_first_stage(latents.to(model.first_stage_model.dtype))
+        vae = getattr(model, "first_stage_model", None)  # None on Forge, whose engine handles dtypes itself
+        return model.decode_first_stage(latents if vae is None else latents.to(vae.dtype))
 
 
 def decode_first_stage(model, x):
@@ -97,13 +98,9 @@ class Sampler:
         self.config: SamplerData = None
         self.options = {}
         self.extra_params = []  # names of ``p`` attributes passed on when the function takes them
-        self.model_wrap_cfg = None
-        self.model_wrap = None
-        self.sampler_extra_args = None
-        self.last_latent = None
-        self.p = None
-        self.eta = None
-        self.s_min_uncond = None
+        self.model_wrap_cfg = self.model_wrap = None  # the CFG denoiser and the k-diffusion wrapper it calls
+        self.sampler_extra_args = self.last_latent = None
+        self.p = self.eta = self.s_min_uncond = None
 
     def callback_state(self, d):
         shared.state.sampling_step = d["i"]

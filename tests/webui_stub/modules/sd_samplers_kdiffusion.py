@@ -16,6 +16,13 @@ Kept because extensions depend on it:
   calls ``func(model_wrap_cfg, x, sigmas=…, extra_args={cond, image_cond, uncond, cond_scale,
   s_min_uncond}, disable=False, callback=callback_state, **options)`` through ``launch_sampling``.
 
+Forge 2 host (``stub_host.is_forge()``): the denoiser's ``inner_model`` / ``sampler.model_wrap`` is a
+``k_diffusion.external.ForgeScheduleLinker`` of ``shared.sd_model.forge_objects.unet.model.predictor`` whose
+``inner_model`` is ``shared.sd_model``; ``sample`` first calls ``backend.sampling.sampling_function.
+sampling_prepare(unet, x=x)`` (the working ``forge_objects.unet`` at that moment), takes the σ ladder from
+the linker (so from the predictor's current table), scales the noise with ``predictor.noise_scaling``,
+runs the function the same way and ends with ``sampling_cleanup(unet)`` (not on exceptions, as in Forge).
+
 Not provided: v-prediction and custom ``create_denoiser`` models, the σ-range / ρ / "discard penultimate
 sigma" settings, hires-pass schedules, the DPM fast/adaptive argument forms, img2img.
 """
@@ -23,6 +30,7 @@ import inspect
 
 import k_diffusion.external
 import k_diffusion.sampling
+import torch
 
 from modules import (
     devices,
@@ -30,6 +38,7 @@ from modules import (
     sd_samplers_common,
     sd_schedulers,
     shared,
+    stub_host,
 )
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser  # noqa: F401  (A1111 re-exports it here)
 
@@ -53,6 +62,9 @@ k_diffusion_samplers_map = {data.name: data for data in samplers_data_k_diffusio
 class CFGDenoiserKDiffusion(sd_samplers_cfg_denoiser.CFGDenoiser):
     @property
     def inner_model(self):
+        if self.model_wrap is None and stub_host.is_forge():
+            self.model_wrap = k_diffusion.external.ForgeScheduleLinker(shared.sd_model.forge_objects.unet.model.predictor)
+            self.model_wrap.inner_model = shared.sd_model
         if self.model_wrap is None:
             model = shared.sd_model
             if getattr(model, "parameterization", "eps") != "eps":
@@ -92,6 +104,8 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
         return scheduler.function(**arguments).cpu()
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
+        if stub_host.is_forge():
+            return self._sample_forge(p, x, conditioning, unconditional_conditioning, steps, image_conditioning)
         steps = steps or p.steps
         sigmas = self.get_sigmas(p, steps)
 
@@ -100,8 +114,28 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
             start_scale = (1.0 + sigmas[0] ** 2) ** 0.5
         else:
             start_scale = sigmas[0]
-        x = x * start_scale
+        samples = self._launch(p, x * start_scale, sigmas, steps, conditioning, unconditional_conditioning,
+                               image_conditioning)
+        if self.model_wrap_cfg.padded_cond_uncond:
+            p.extra_generation_params["Pad conds"] = True
+        return samples
 
+    def _sample_forge(self, p, x, conditioning, unconditional_conditioning, steps, image_conditioning):
+        from backend.sampling.sampling_function import sampling_cleanup, sampling_prepare
+
+        unet = self.model_wrap.inner_model.forge_objects.unet
+        sampling_prepare(unet, x=x)
+        steps = steps or p.steps
+        sigmas = self.get_sigmas(p, steps).to(x.device)
+        multiplier = shared.opts.sgm_noise_multiplier
+        if multiplier:
+            p.extra_generation_params["SGM noise multiplier"] = True
+        x = self.model_wrap.predictor.noise_scaling(sigmas[0], x, torch.zeros_like(x), max_denoise=multiplier)
+        samples = self._launch(p, x, sigmas, steps, conditioning, unconditional_conditioning, image_conditioning)
+        sampling_cleanup(unet)
+        return samples
+
+    def _launch(self, p, x, sigmas, steps, conditioning, unconditional_conditioning, image_conditioning):
         options = self.initialize(p)
         if "sigmas" in inspect.signature(self.func).parameters:
             options["sigmas"] = sigmas
@@ -115,7 +149,4 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
             return self.func(self.model_wrap_cfg, x, extra_args=self.sampler_extra_args, disable=False,
                              callback=self.callback_state, **options)
 
-        samples = self.launch_sampling(steps, run)
-        if self.model_wrap_cfg.padded_cond_uncond:
-            p.extra_generation_params["Pad conds"] = True
-        return samples
+        return self.launch_sampling(steps, run)

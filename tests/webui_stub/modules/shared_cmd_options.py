@@ -18,15 +18,9 @@ parser.add_argument("--models-dir", type=str, default=None)
 parser.add_argument("--ckpt-dir", type=str, default=None)
 parser.add_argument("--embeddings-dir", type=str, default=os.path.join(paths.data_path, "embeddings"))
 parser.add_argument("--lora-dir", type=str, default=os.path.join(paths.models_path, "Lora"))  # Lora's preload.py
-parser.add_argument("--no-half", action="store_true")
-parser.add_argument("--no-half-vae", action="store_true")
-parser.add_argument("--medvram", action="store_true")
-parser.add_argument("--lowvram", action="store_true")
-parser.add_argument("--api", action="store_true")
-parser.add_argument("--nowebui", action="store_true")
-parser.add_argument("--freeze-settings", action="store_true", default=False)
-parser.add_argument("--disable-console-progressbars", action="store_true", default=False)
-parser.add_argument("--no-prompt-history", action="store_true", default=False)
+for switch in ("--no-half", "--no-half-vae", "--medvram", "--lowvram", "--api", "--nowebui", "--freeze-settings",
+               "--disable-console-progressbars", "--no-prompt-history"):
+    parser.add_argument(switch, action="store_true", default=False)
 
 script_loading.preload_extensions(paths.extensions_dir, parser)
 script_loading.preload_extensions(paths.extensions_builtin_dir, parser)

@@ -23,6 +23,16 @@ Simplified: networks are registered in memory (``register_network`` / ``make_ran
 read from files; only ``Linear``/``Conv2d`` weights are patched (no bias, norm or attention-module
 patching); no functional mode, no bundled embeddings, no LyCORIS types, no ``sd_lora`` option.
 Test helpers: ``restore_all(sd_model)`` and ``uninstall()``.
+
+Forge 2 host (``stub_host.is_forge()``), like Forge's built-in ``sd_forge_lora``: nothing is installed on the
+torch classes and no names are assigned. ``activate`` compares the requested ``(name, te, unet, dyn)``
+list with ``sd_model.current_lora_hash``; when it changed, ``forge_objects.unet``/``.clip`` become the
+*original* patchers, cloned and given each network's layers as ``("lora", (up, down, alpha))`` patches
+(``add_patches``, keyed by parameter name, strength = the unet/te multiplier), and
+``forge_objects_after_applying_lora`` a shallow copy of the result. The weights change only when a
+patcher is loaded (``sampling_prepare`` for the UNet, ``get_learned_conditioning`` for CLIP): the shared
+model's patched parameters are replaced by merged copies and stay merged until a patcher with other
+patches is loaded (``backend.patcher.lora``). "Lora not found" goes to ``sd_model.comments``.
 """
 from __future__ import annotations
 
@@ -31,7 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modules import devices, extra_networks, script_callbacks, sd_hijack, shared
+from modules import devices, extra_networks, script_callbacks, sd_hijack, shared, stub_host
 
 available_networks: dict[str, NetworkOnDisk] = {}
 loaded_networks: list[Network] = []
@@ -91,7 +101,7 @@ def make_random_lora(sd_model, name, rank=2, strength=0.1, seed=0, name_filter=N
     """
     generator = torch.Generator().manual_seed(seed)
     layers = {}
-    for full_name, module in sd_model.model.named_modules():
+    for full_name, module in _unet_root(sd_model).named_modules():
         layer_name = full_name.replace(".", "_")
         if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
             continue
@@ -106,6 +116,11 @@ def make_random_lora(sd_model, name, rank=2, strength=0.1, seed=0, name_filter=N
         up = torch.randn(up_shape, generator=generator) * strength
         layers[layer_name] = (up, down, float(rank))
     return register_network(name, layers)
+
+
+def _unet_root(sd_model):
+    """What A1111 names UNet layers from: ``sd_model.model`` (Forge: the ``KModel``, same names below it)."""
+    return sd_model.forge_objects_original.unet.model if stub_host.is_forge() else sd_model.model
 
 
 def assign_network_names_to_compvis_modules(sd_model):
@@ -188,6 +203,12 @@ def uninstall():
 
 def restore_all(sd_model):
     """Test helper: put every backed-up original weight back and forget the merge (A1111 does this lazily)."""
+    if stub_host.is_forge():
+        originals = sd_model.forge_objects_original
+        for patcher in (originals.unet, originals.clip.patcher):
+            patcher.lora_loader.refresh({}, force_refresh=True)
+        sd_model.current_lora_hash = str([])
+        return
     for module in [*sd_model.model.modules(), *sd_model.cond_stage_model.modules()]:
         backup = getattr(module, "network_weights_backup", None)
         if backup is not None:
@@ -220,8 +241,11 @@ class ExtraNetworkLora(extra_networks.ExtraNetwork):
         requests = [_request(params) for params in params_list]
         loaded_networks[:] = [r for r in requests if isinstance(r, Network)]
         missing = [r for r in requests if isinstance(r, str)]
+        if stub_host.is_forge():
+            _forge_load_networks(shared.sd_model, loaded_networks)
         if missing:
-            sd_hijack.model_hijack.comments.append(f"Lora not found: {', '.join(missing)}")
+            comments = shared.sd_model.comments if stub_host.is_forge() else sd_hijack.model_hijack.comments
+            comments.append(f"Lora not found: {', '.join(missing)}")
         if shared.opts.lora_add_hashes_to_infotext and loaded_networks:
             hashes = {n.name.replace(":", "").replace(",", ""): n.network_on_disk.shorthash for n in loaded_networks}
             p.extra_generation_params["Lora hashes"] = ", ".join(f"{k}: {v}" for k, v in hashes.items())
@@ -230,13 +254,44 @@ class ExtraNetworkLora(extra_networks.ExtraNetwork):
         pass  # merged weights stay until the next activation changes them
 
 
+def _lora_patches(network, root, strip=""):
+    """``network``'s layers found in ``root`` as Forge patches: {parameter name: ("lora", (up, down, alpha))}."""
+    patches = {}
+    for module_name, module in root.named_modules():
+        layer_name = module_name.removeprefix(strip).replace(".", "_")
+        entry = network.network_on_disk.layers.get(layer_name)
+        if entry is not None and isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            patches[f"{module_name}.weight"] = ("lora", tuple(entry))
+    return patches
+
+
+def _forge_load_networks(sd_model, networks):
+    wanted = str([network.state() for network in networks])
+    if sd_model.current_lora_hash == wanted:
+        return
+    sd_model.current_lora_hash = wanted
+    unet, clip = sd_model.forge_objects_original.unet, sd_model.forge_objects_original.clip
+    for network in networks:
+        unet, clip = unet.clone(), clip.clone()
+        unet.add_patches(filename=network.name, patches=_lora_patches(network, unet.model),
+                         strength_patch=network.unet_multiplier)
+        clip.add_patches(filename=network.name, patches=_lora_patches(network, clip.cond_stage_model, "clip_l."),
+                         strength_patch=network.te_multiplier)
+    sd_model.forge_objects.unet, sd_model.forge_objects.clip = unet, clip
+    sd_model.forge_objects_after_applying_lora = sd_model.forge_objects.shallow_copy()
+
+
 def register_callbacks():
-    """``lora_script.py``'s callback registration (again after ``scripts.load_scripts`` clears callbacks)."""
-    script_callbacks.on_model_loaded(assign_network_names_to_compvis_modules)
+    """``lora_script.py``'s callback registration (again after ``scripts.load_scripts`` clears callbacks;
+    Forge's Lora registers none of this)."""
+    if not stub_host.is_forge():
+        script_callbacks.on_model_loaded(assign_network_names_to_compvis_modules)
 
 
 def setup():
-    """What the built-in extension's ``lora_script.py`` does at load: patch, register, name modules on load."""
-    install()
+    """What the built-in extension's ``lora_script.py`` does at load: patch, register, name modules on load
+    (Forge: only the registration)."""
+    if not stub_host.is_forge():
+        install()
     extra_networks.register_extra_network(ExtraNetworkLora())
     register_callbacks()

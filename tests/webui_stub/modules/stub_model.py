@@ -18,6 +18,9 @@
   0.18215), ``encode_first_stage``/``get_first_stage_encoding``, ``ema_scope()``; flags ``is_sd1`` etc.,
   ``parameterization = "eps"``, ``cond_stage_key = "txt"``, ``latent_channels = 4``,
   ``sd_checkpoint_info``/``sd_model_hash``, ``cond_stage_model_empty_prompt``.
+
+``build_tiny_forge_model`` builds the same parts (same seeds, so the same weights) into the Forge 2 engine
+(``backend.diffusion_engine.sd15.StableDiffusion``); its text processing is the chunking encoder above.
 """
 from __future__ import annotations
 
@@ -164,8 +167,16 @@ class StubLatentDiffusion(nn.Module):
         return contextlib.nullcontext()
 
 
-def build_tiny_sd_model(unet_config: str = "tiny", seed: int = 1) -> StubLatentDiffusion:
-    """Build the tiny checkpoint from the repo's seeded configs (nothing downloaded, ~0.3 s)."""
+class StubModelConfig:
+    """Forge's ``estimated_config`` of the tiny checkpoint (``huggingface_guess``'s SD15 guess)."""
+    huggingface_repo = "runwayml/stable-diffusion-v1-5"
+
+    def inpaint_model(self):
+        return False
+
+
+def _tiny_parts(unet_config, seed):
+    """The seeded tiny UNet, VAE and CLIP (identical for both hosts) and the checkpoint's file name."""
     from ldm_helpers import UNET_CONFIGS, diffusers_unet, ldm_unet_like
     from lib_elevator.tiny import tiny_text_encoder, tiny_tokenizer, tiny_vae
 
@@ -174,9 +185,33 @@ def build_tiny_sd_model(unet_config: str = "tiny", seed: int = 1) -> StubLatentD
     tokenizer = tiny_tokenizer()
     clip = FrozenCLIPEmbedderWithCustomWords(FrozenCLIPEmbedder(tokenizer, tiny_text_encoder(tokenizer).eval()))
     filename = os.path.join(paths.models_path, "Stable-diffusion", f"{unet_config}-sd15.safetensors")
-    model = StubLatentDiffusion(unet, tiny_vae().eval(), clip, filename).eval()
-    for frozen in (model.first_stage_model, model.cond_stage_model):  # ldm freezes these; the UNet keeps requires_grad
+    vae, text_encoder = tiny_vae().eval(), clip
+    for frozen in (vae, text_encoder):  # ldm and Forge freeze these; the UNet keeps requires_grad
         frozen.requires_grad_(False)
+    return unet, vae, text_encoder, filename
+
+
+def build_tiny_sd_model(unet_config: str = "tiny", seed: int = 1) -> StubLatentDiffusion:
+    """Build the tiny checkpoint from the repo's seeded configs (nothing downloaded, ~0.3 s)."""
+    unet, vae, clip, filename = _tiny_parts(unet_config, seed)
+    model = StubLatentDiffusion(unet, vae, clip, filename).eval()
     with torch.no_grad():
         model.cond_stage_model_empty_prompt = model.get_learned_conditioning([""])
+    return model
+
+
+def build_tiny_forge_model(unet_config: str = "tiny", seed: int = 1):
+    """The same tiny checkpoint loaded the Forge 2 way: a ``backend.diffusion_engine.sd15.StableDiffusion``
+    (``forge_objects.unet.model.diffusion_model`` is the ldm UNet, same weights as ``build_tiny_sd_model``)
+    with the stand-in's checkpoint fields (``sd_checkpoint_info``, ``sd_model_hash``, ``sd_model_checkpoint``,
+    ``filename``)."""
+    from backend.diffusion_engine.sd15 import StableDiffusion
+
+    unet, vae, clip, filename = _tiny_parts(unet_config, seed)
+    components = {"unet": unet, "vae": vae, "text_encoder": clip.wrapped, "tokenizer": clip.wrapped.tokenizer,
+                  "text_processing_engine": clip}
+    model = StableDiffusion(StubModelConfig(), components)
+    model.filename = model.sd_model_checkpoint = filename
+    model.sd_checkpoint_info = CheckpointInfo(filename)
+    model.sd_model_hash = model.sd_checkpoint_info.calculate_shorthash()
     return model
