@@ -119,7 +119,12 @@ def lora_target_layers(unet: nn.Module) -> dict[str, nn.Module]:
         }
     else:
         modules = dict(unet.named_modules())
-    return {name: module for name, module in modules.items() if isinstance(module, (nn.Linear, nn.Conv2d))}
+    return {name: module for name, module in modules.items() if isinstance(module, nn.Conv2d) or _is_linear(module)}
+
+
+def _is_linear(module: nn.Module) -> bool:
+    """torch's Linear, or a host's own (Forge's ``operations.Linear`` is a bare Module with the same fields)."""
+    return isinstance(module, nn.Linear) or (hasattr(module, "in_features") and hasattr(module, "out_features"))
 
 
 def _fit_to_layer(layer: nn.Module, weights: LoraWeights) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +148,9 @@ def _fit_to_layer(layer: nn.Module, weights: LoraWeights) -> tuple[torch.Tensor,
             f"{type(layer).__name__} expecting {expected_down} / {expected_up}"
         )
     reference = layer.weight
-    return down.to(reference.device, reference.dtype), up.to(reference.device, reference.dtype)
+    # fp8/NF4/GGUF-stored weights: keep the pair in float32 (it is cast to the activations' dtype per call)
+    dtype = reference.dtype if reference.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
+    return down.to(reference.device, dtype), up.to(reference.device, dtype)
 
 
 @dataclass(frozen=True)

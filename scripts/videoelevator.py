@@ -1,14 +1,15 @@
-"""VideoElevator for the AUTOMATIC1111 WebUI: the txt2img panel, its callbacks and outputs.
+"""VideoElevator for the AUTOMATIC1111 and Forge WebUIs: the txt2img panel, its callbacks and outputs.
 
-Only wiring lives here; the algorithm and the host adapter are in ``lib_elevator``.
+Only wiring lives here; the algorithm and the host adapters are in ``lib_elevator`` (the adapter is
+picked per generation from the loaded model, see ``webui.host_for``).
 """
 import base64
 import os
 
 import gradio as gr
 
-from lib_elevator.backends import a1111
-from lib_elevator.backends.a1111_controls import build_elevator_controls
+from lib_elevator.backends import a1111, webui
+from lib_elevator.backends.webui_controls import build_elevator_controls
 from lib_elevator.motion import MotionModelError
 from lib_elevator.motion.library import MotionModelCache, resolve_motion_model
 from lib_elevator.motion.safe_load import load_weights_file
@@ -37,21 +38,21 @@ class VideoElevatorScript(scripts.Script):
             (component, f"{INFOTEXT_KEY} {name}") for name, component in by_name.items()
             if name in ElevatorParams.__dataclass_fields__ or name in ("motion_model", "t2v_lora", "solver")]
         self.paste_field_names = [f"{INFOTEXT_KEY} {name}" for name in by_name]
-        return [by_name[name] for name in a1111.SCRIPT_FIELDS + a1111.param_field_names()]
+        return [by_name[name] for name in webui.SCRIPT_FIELDS + webui.param_field_names()]
 
     def before_process(self, p, *args):
         p.videoelevator = None
         try:
-            request = a1111.ElevatorRequest.from_script_args(args)
+            request = webui.ElevatorRequest.from_script_args(args)
             if not request.enabled:
                 return
             motion = self._motion_model(request)
-            reasons = a1111.refusal_reasons(p, request.params, motion)
+            reasons = webui.refusal_reasons(p, request.params, motion)
             if reasons:
-                raise a1111.RequestError("VideoElevator: " + "; ".join(reasons))
+                raise webui.RequestError("VideoElevator: " + "; ".join(reasons))
             request.params.refine_steps_remaining(p.steps)
         except Exception as error:  # anything raised here would be logged and ignored by the WebUI
-            a1111.refuse(p, error)
+            webui.refuse(p, error)
             return
         p.batch_size = request.params.frames
         p.get_token_merging_ratio = lambda for_hr=False: 0.0  # ToMe merges tokens across the frame layout
@@ -62,24 +63,30 @@ class VideoElevatorScript(scripts.Script):
         if request.solver != "auto":
             p.extra_generation_params[f"{INFOTEXT_KEY} solver"] = request.solver
         p.videoelevator = {"request": request, "runs": [], "videos": []}
-        a1111.wrap_sample(p, request.params, motion, p.videoelevator["runs"])
+        webui.wrap_sample(p, request.params, motion, p.videoelevator["runs"])
 
     def _motion_model(self, request):
         try:
-            path = resolve_motion_model(request.motion_model, a1111.motion_folders())
+            path = resolve_motion_model(request.motion_model, webui.motion_folders())
             adapter, info = MOTION_CACHE.get(path)
             lora = None
             if request.t2v_lora:
-                lora = load_weights_file(resolve_motion_model(request.t2v_lora, a1111.lora_folders()))
+                lora = load_weights_file(resolve_motion_model(request.t2v_lora, webui.lora_folders()))
         except MotionModelError as error:
-            raise a1111.RequestError(f"VideoElevator: {error}") from None
-        return a1111.MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora)
+            raise webui.RequestError(f"VideoElevator: {error}") from None
+        return webui.MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora)
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        """Forge re-copies its UNet patcher right before this; the run patches that copy (A1111: no-op)."""
+        state = getattr(p, "videoelevator", None)
+        if state and state["runs"]:
+            state["runs"][-1].before_sampling(p)
 
     def postprocess_batch_list(self, p, pp, *args, **kwargs):
         state = getattr(p, "videoelevator", None)
         if not state:
             return
-        videos = a1111.save_batch_video(p, state["request"], pp.images, kwargs.get("batch_number", 0))
+        videos = webui.save_batch_video(p, state["request"], pp.images, kwargs.get("batch_number", 0))
         state["videos"].append(videos)
 
     def postprocess(self, p, processed, *args):
@@ -116,7 +123,7 @@ def on_infotext_pasted(infotext, params):
 def on_ui_settings():
     section = ("videoelevator", "VideoElevator")
     shared.opts.add_option("videoelevator_formats", shared.OptionInfo(
-        list(a1111.DEFAULT_FORMATS), "Default output formats", gr.CheckboxGroup, {"choices": list(FORMATS)},
+        list(webui.DEFAULT_FORMATS), "Default output formats", gr.CheckboxGroup, {"choices": list(FORMATS)},
         section=section))
     shared.opts.add_option("videoelevator_crf", shared.OptionInfo(
         18, "MP4/WEBM quality (CRF, lower is better)", gr.Slider, {"minimum": 0, "maximum": 51, "step": 1},

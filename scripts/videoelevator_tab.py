@@ -1,11 +1,11 @@
 """The txt2vid tab, for people who only make videos: the WebUI's own txt2img with VideoElevator on.
 
-UI and callback registration only; the run is ``lib_elevator.backends.a1111_txt2vid.generate``.
+UI and callback registration only; the run is ``lib_elevator.backends.webui_txt2vid.generate``.
 """
 import gradio as gr
 
-from lib_elevator.backends import a1111_txt2vid
-from lib_elevator.backends.a1111_controls import build_elevator_controls
+from lib_elevator.backends import webui_txt2vid
+from lib_elevator.backends.webui_controls import build_elevator_controls
 from modules import call_queue, script_callbacks, sd_schedulers, shared
 
 TAB_ID = "txt2vid"
@@ -53,9 +53,9 @@ def create_tab():
                    "steps": steps, "scheduler": scheduler, "cfg_scale": cfg_scale, "seed": seed, "n_iter": n_iter,
                    **controls}
         generate.click(
-            fn=call_queue.wrap_gradio_gpu_call(a1111_txt2vid.generate, extra_outputs=[None, None]),
+            fn=call_queue.wrap_gradio_gpu_call(webui_txt2vid.generate, extra_outputs=[None, None]),
             _js="submit_txt2vid",
-            inputs=[id_task] + [by_name[name] for name in a1111_txt2vid.input_names()],
+            inputs=[id_task] + [by_name[name] for name in webui_txt2vid.input_names()],
             outputs=[video, gallery, info],
             show_progress=False,
         )

@@ -37,14 +37,14 @@ def webui(tmp_path, motion_file):
 
 def elevator_p(webui, prompt="a boat on a lake", *, api=None, steps=6, **fields):
     """A txt2img ``p`` with VideoElevator's slice set from the UI (positional) or the API (one dict)."""
-    from lib_elevator.backends import a1111
+    from lib_elevator.backends import webui as webui_glue
 
     args = list(webui.extension.default_script_args())
     script = webui.script
     if api is not None:
         args[script.args_from] = api  # the API overwrites the slice positionally with its list
     else:
-        names = a1111.SCRIPT_FIELDS + a1111.param_field_names()
+        names = webui_glue.SCRIPT_FIELDS + webui_glue.param_field_names()
         values = dict(zip(names, args[script.args_from:script.args_to]))
         values.update(enabled=True, motion_model=MOTION, formats=["mp4", "gif"], **SHORT)
         values.update(fields)
@@ -266,7 +266,7 @@ def test_infotext_pastes_back_every_field(webui):
 
 
 def test_panel_defaults_are_the_schema_defaults(webui):
-    from lib_elevator.backends.a1111 import ElevatorRequest
+    from lib_elevator.backends.webui import ElevatorRequest
     from lib_elevator.params import ElevatorParams
 
     args = webui.extension.default_script_args()[webui.script.args_from:webui.script.args_to]
@@ -282,14 +282,14 @@ def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, m
     from ldm_helpers import SD15_SHAPED_UNET2D_CONFIG, diffusers_unet
     from lib_elevator import sampler
     from lib_elevator.attention import Inflation
-    from lib_elevator.backends import a1111
+    from lib_elevator.backends import webui as webui_glue
     from lib_elevator.backends.diffusers import EpsDenoiser, InjectedMotionT2V, unet2d_eps
     from lib_elevator.motion import load_motion_adapter
     from lib_elevator.schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
     from modules import prompt_parser
 
     recorded = {}
-    real_sample_elevator = a1111.sample_elevator
+    real_sample_elevator = webui_glue.sample_elevator
 
     def recording(t2i, t2v, x, sigmas, params, noise_sampler=None, **kwargs):
         draws = []
@@ -303,11 +303,11 @@ def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, m
                         cond=t2i.extra_args["cond"], uncond=t2i.extra_args["uncond"], cfg=t2i.extra_args["cond_scale"])
         return out
 
-    a1111.sample_elevator = recording
+    webui_glue.sample_elevator = recording
     try:
         webui.run(elevator_p(webui, "a red fox in the snow", steps=8, refine_at="6,3", t2v_steps=2))
     finally:
-        a1111.sample_elevator = real_sample_elevator
+        webui_glue.sample_elevator = real_sample_elevator
 
     frames = recorded["params"].frames
     cond = prompt_parser.reconstruct_multicond_batch(recorded["cond"], 0)[1][:1]

@@ -1,11 +1,13 @@
-"""Optional checks against a real AUTOMATIC1111 WebUI (skipped unless one is configured).
+"""Optional checks against a real AUTOMATIC1111 WebUI and/or a real Forge 2 (each skipped unless configured).
 
-- ``VIDEOELEVATOR_WEBUI_URL``: a running WebUI (``--api``) with this extension loaded, or
-- ``VIDEOELEVATOR_WEBUI_DIR``: a WebUI checkout to start here (``VIDEOELEVATOR_WEBUI_PYTHON`` runs its
-  ``launch.py``; ``VIDEOELEVATOR_WEBUI_ARGS`` adds flags, e.g. ``--use-cpu all --skip-torch-cuda-test``);
+For A1111 the variables start with ``VIDEOELEVATOR_WEBUI_``, for Forge with ``VIDEOELEVATOR_FORGE_``:
+
+- ``…_URL``: a running WebUI (``--api``) with this extension loaded, or
+- ``…_DIR``: a checkout to start here (``…_PYTHON`` runs its ``launch.py``; ``…_ARGS`` adds flags, e.g.
+  ``--use-cpu all --skip-torch-cuda-test`` for A1111, ``--always-cpu --skip-torch-cuda-test`` for Forge);
   this repository is linked into its ``extensions/`` for the run.
 
-``VIDEOELEVATOR_WEBUI_MOTION`` names the motion model to use (a file in its motion folders).
+``…_MOTION`` names the motion model to use (a file in its motion folders).
 """
 import base64
 import json
@@ -22,11 +24,11 @@ import av
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PORT = 7871
+HOSTS = {"a1111": ("VIDEOELEVATOR_WEBUI_", 7871), "forge": ("VIDEOELEVATOR_FORGE_", 7872)}
 
-pytestmark = pytest.mark.skipif(
-    not (os.environ.get("VIDEOELEVATOR_WEBUI_URL") or os.environ.get("VIDEOELEVATOR_WEBUI_DIR")),
-    reason="set VIDEOELEVATOR_WEBUI_URL or VIDEOELEVATOR_WEBUI_DIR to test against a real WebUI")
+
+def setting(host, name, default=None):
+    return os.environ.get(HOSTS[host][0] + name, default)
 
 
 def call(base, path, payload=None, timeout=3600):
@@ -39,23 +41,27 @@ def call(base, path, payload=None, timeout=3600):
         return error.code, json.loads(error.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
-def webui():
-    url = os.environ.get("VIDEOELEVATOR_WEBUI_URL")
+@pytest.fixture(scope="module", params=sorted(HOSTS))
+def webui(request):
+    host = request.param
+    if not (setting(host, "URL") or setting(host, "DIR")):
+        pytest.skip(f"set {HOSTS[host][0]}URL or {HOSTS[host][0]}DIR to test against a real {host} WebUI")
+    url = setting(host, "URL")
     if url:
-        yield url.rstrip("/")
+        yield host, url.rstrip("/")
         return
-    webui_dir = Path(os.environ["VIDEOELEVATOR_WEBUI_DIR"])
+    webui_dir = Path(setting(host, "DIR"))
+    port = HOSTS[host][1]
     link = webui_dir / "extensions" / "sd-webui-videoelevator"
     made_link = not link.exists()
     if made_link:
         link.symlink_to(REPO, target_is_directory=True)
-    python = os.environ.get("VIDEOELEVATOR_WEBUI_PYTHON", "python")
-    args = [python, "launch.py", "--api", "--nowebui", "--port", str(PORT), "--skip-install",
-            *shlex.split(os.environ.get("VIDEOELEVATOR_WEBUI_ARGS", ""))]
+    python = setting(host, "PYTHON", "python")
+    args = [python, "launch.py", "--api", "--nowebui", "--port", str(port), "--skip-install",
+            *shlex.split(setting(host, "ARGS", ""))]
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(args, cwd=webui_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{PORT}"
+        base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(600):
                 try:
@@ -66,7 +72,7 @@ def webui():
             else:
                 log.seek(0)
                 pytest.fail("the WebUI did not start:\n" + log.read().decode(errors="replace")[-3000:])
-            yield base
+            yield host, base
         finally:
             os.killpg(server.pid, 15)
             server.wait(60)
@@ -74,25 +80,27 @@ def webui():
                 link.unlink()
 
 
-def elevator_payload(**fields):
-    args = {"motion_model": os.environ.get("VIDEOELEVATOR_WEBUI_MOTION", ""), "frames": 2, "refine_at": [4, 2],
+def elevator_payload(host, **fields):
+    args = {"motion_model": setting(host, "MOTION", ""), "frames": 2, "refine_at": [4, 2],
             "t2v_steps": 2, "formats": ["mp4", "gif"], **fields}
     return {"prompt": "a boat on a lake", "steps": 6, "width": 64, "height": 64, "seed": 42,
             "alwayson_scripts": {"videoelevator": {"args": [args]}}}
 
 
 def test_the_script_is_listed(webui):
-    status, scripts = call(webui, "/sdapi/v1/scripts")
+    status, scripts = call(webui[1], "/sdapi/v1/scripts")
     assert status == 200 and "videoelevator" in scripts["txt2img"]
 
 
 def test_a_bad_payload_is_a_422_naming_the_field(webui):
-    status, body = call(webui, "/sdapi/v1/txt2img", elevator_payload(frames=1))
+    host, base = webui
+    status, body = call(base, "/sdapi/v1/txt2img", elevator_payload(host, frames=1))
     assert status == 422 and "frames=1" in body["detail"]
 
 
 def test_a_short_generation_returns_the_videos(webui, tmp_path):
-    status, body = call(webui, "/sdapi/v1/txt2img", elevator_payload())
+    host, base = webui
+    status, body = call(base, "/sdapi/v1/txt2img", elevator_payload(host))
     assert status == 200, body
     mp4 = tmp_path / "video.mp4"
     mp4.write_bytes(base64.b64decode(body["images"][0]))

@@ -6,13 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from lib_elevator.backends import a1111
-from lib_elevator.backends.a1111_txt2vid import (ScriptSlot, assemble_script_args, control_field_names,
+from lib_elevator.backends import webui
+from lib_elevator.backends.webui_txt2vid import (ScriptSlot, assemble_script_args, control_field_names,
                                                  elevator_script_args, generate, info_html, input_names,
                                                  live_script_slots, pick_outputs)
 from lib_elevator.params import ElevatorParams
 
-ELEVATOR_ARGS = len(a1111.SCRIPT_FIELDS) + len(a1111.param_field_names())
+ELEVATOR_ARGS = len(webui.SCRIPT_FIELDS) + len(webui.param_field_names())
 
 
 def txt2img_slots():
@@ -47,21 +47,21 @@ def test_our_slice_is_filled_and_every_other_script_keeps_its_defaults():
 def test_our_slice_is_in_the_script_argument_order_and_parses_as_an_enabled_request():
     ours = elevator_script_args(tab_controls())
     assert len(ours) == ELEVATOR_ARGS and ours[0] is True
-    request = a1111.ElevatorRequest.from_script_args(ours)
+    request = webui.ElevatorRequest.from_script_args(ours)
     assert request.enabled and request.motion_model == "mm.safetensors" and request.params.frames == 8
     assert request.formats == ("mp4", "gif")
 
 
 def test_tab_inputs_are_every_script_argument_but_the_switch():
     assert "enabled" not in control_field_names()
-    assert set(control_field_names()) | {"enabled"} == set(a1111.SCRIPT_FIELDS + a1111.param_field_names())
+    assert set(control_field_names()) | {"enabled"} == set(webui.SCRIPT_FIELDS + webui.param_field_names())
     assert input_names()[:9] == ("prompt", "negative_prompt", "width", "height", "steps", "scheduler",
                                  "cfg_scale", "seed", "n_iter")
 
 
 def test_refuses_when_our_script_is_not_loaded():
     slots = [slot for slot in txt2img_slots() if slot.title != "videoelevator"]
-    with pytest.raises(a1111.RequestError, match="'VideoElevator', which is not loaded"):
+    with pytest.raises(webui.RequestError, match="'VideoElevator', which is not loaded"):
         assemble_script_args(slots, {"VideoElevator": elevator_script_args(tab_controls())})
 
 
@@ -117,7 +117,7 @@ class FakeTxt2Img:
 
 def fake_webui(monkeypatch, refusal=None):
     """Just enough of modules.* for run_txt2vid: process_images runs our script's before_process
-    (which refuses by making ``p.sample`` raise, see ``a1111.refuse``), then samples."""
+    (which refuses by making ``p.sample`` raise, see ``webui.refuse``), then samples."""
     control = SimpleNamespace
     runs = []
     runner = SimpleNamespace(scripts=[
@@ -129,7 +129,7 @@ def fake_webui(monkeypatch, refusal=None):
     def process_images(p):
         runs.append(p)
         if refusal:
-            a1111.refuse(p, a1111.RequestError(refusal))
+            webui.refuse(p, webui.RequestError(refusal))
         else:
             p.videoelevator = {"videos": [[Path("out/00001-7.mp4"), Path("out/00001-7.gif")]]}
         p.sample("cond", "uncond", [7], [0], 0.0, ["a cat"])
@@ -137,16 +137,16 @@ def fake_webui(monkeypatch, refusal=None):
 
     opts = SimpleNamespace(outdir_samples="", outdir_txt2img_samples="out/txt2img", outdir_grids="",
                            outdir_txt2img_grids="out/grids")
-    webui = {
+    fake_modules = {
         "modules": SimpleNamespace(),
         "modules.processing": SimpleNamespace(StableDiffusionProcessingTxt2Img=FakeTxt2Img, process_images=process_images),
         "modules.scripts": SimpleNamespace(scripts_txt2img=runner),
         "modules.shared": SimpleNamespace(opts=opts, total_tqdm=SimpleNamespace(clear=lambda: None)),
     }
-    for name, fake in webui.items():
+    for name, fake in fake_modules.items():
         monkeypatch.setitem(sys.modules, name, fake)
         if "." in name:
-            setattr(webui["modules"], name.split(".")[1], fake)
+            setattr(fake_modules["modules"], name.split(".")[1], fake)
     return runs
 
 

@@ -1,204 +1,62 @@
-"""AUTOMATIC1111 1.9/1.10 adapter: VideoElevator inside the WebUI's own txt2img processing.
+"""AUTOMATIC1111 1.9/1.10 adapter: how VideoElevator patches an ldm ``LatentDiffusion`` model.
 
-Frames are the WebUI batch. ``p.sample`` is wrapped (never replaced): for its duration the
-sampler the WebUI creates gets ``sample_elevator`` as its k-diffusion function, so the WebUI's
-``CFGDenoiser`` (prompt editing, ControlNet hooks, interrupt, skip, progress, live preview) serves
-both the T2I and the T2V passes, and the user's Schedule type picks the σ ladder. Around the
-sampling, and removed in ``finally`` whatever happens:
+Installed around ``p.sample`` (see ``webui.ElevatorRun``) and removed in ``finally`` whatever
+happens:
 
 - first-frame cross-frame attention: per-instance ``attn1`` pre-hooks (``attention.Inflation``);
 - the motion modules, hooked into the loaded UNet behind a switch (``motion.inject``);
 - the T2V-only LoRA, through hooks gated by the same switch (``lora.GatedLora``);
-- the T2V's σ→t table, swapped into the denoiser only around T2V calls.
+- the T2V's σ→t table, swapped into the k-diffusion denoiser only around T2V calls.
 
-WebUI modules are imported inside functions only; nothing here runs at import time.
+The conditional branch of a CFG call is read from ``on_cfg_denoised``; single-branch passes go
+to the k-diffusion denoiser with the step's conditioning. WebUI modules are imported inside
+functions only.
 """
 from __future__ import annotations
 
-import re
-from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
-
-import torch
+from contextlib import ExitStack, contextmanager
 
 from ..attention import Inflation
 from ..lora import GatedLora
 from ..motion import check_fits_unet
-from ..motion.inject import MotionInjection, T2VSwitch
+from ..motion.inject import MotionInjection
 from ..params import ElevatorParams
-from ..sampler import PassCounter, sample_elevator
 from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
-
-NOISE_SEED_SALT = 0x5EED_E1E7
-AND_PROMPT = re.compile(r"\bAND\b")
-
-
-class RefusedError(ValueError):
-    """A request VideoElevator cannot run; raised before anything is changed."""
-
-
-@dataclass
-class MotionModel:
-    """What the script resolved for this request: the adapter, what it is, and an optional T2V LoRA."""
-
-    name: str
-    adapter: torch.nn.Module
-    info: object
-    solver: str = "auto"
-    lora: dict | None = None
-    lora_name: str = ""
-
-    @property
-    def resolved_solver(self) -> str:
-        if self.solver != "auto":
-            return self.solver
-        return self.info.default_solver
+from . import webui
 
 
 def unet_of(sd_model):
     return sd_model.model.diffusion_model
 
 
-def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> list[str]:
-    """Everything about this request VideoElevator cannot honour, in words a user understands."""
+def refusal_reasons(p, params: ElevatorParams, motion: webui.MotionModel | None) -> list[str]:
+    """Everything about this request VideoElevator cannot honour on A1111, in words a user understands."""
     from modules import sd_unet
 
     reasons = []
     model = p.sd_model
-    if motion is None:
-        reasons.append("no motion model selected")
     if getattr(model, "is_sdxl", False) or getattr(model, "is_sd3", False) or not hasattr(model, "model"):
         reasons.append("only SD1.x checkpoints are supported (this one is SDXL, SD3, Flux or another kind)")
     elif getattr(model, "parameterization", "eps") != "eps":
         reasons.append("v-prediction checkpoints (SD2-v) are not supported")
     elif motion is not None:
         try:
-            check_fits_unet(motion.info, *_unet_shape(unet_of(model)))
+            check_fits_unet(motion.info, *webui.unet_shape(unet_of(model)))
         except ValueError as error:
             reasons.append(str(error))
-    prompts = [p.prompt] if isinstance(p.prompt, str) else list(p.prompt)
-    if any(AND_PROMPT.search(prompt) for prompt in prompts):
-        reasons.append("composable 'AND' prompts are not supported (the frames must stay whole groups)")
     if getattr(sd_unet, "current_unet", None) is not None:
         reasons.append("an alternative UNet (e.g. TensorRT) is active; select 'None' for SD Unet")
-    if getattr(p, "enable_hr", False):
-        reasons.append("hires fix is not supported with VideoElevator; upscale the video afterwards")
-    if _animatediff_enabled(p):
-        reasons.append("AnimateDiff is enabled in the same request; both change the UNet and its schedule, "
-                       "so switch one of them off")
-    if motion is not None and motion.info.frame_count_problem(params.frames):
-        reasons.append(motion.info.frame_count_problem(params.frames))
-    return reasons
+    return reasons + webui.request_refusal_reasons(p, params, motion)
 
 
-def _animatediff_enabled(p) -> bool:
-    """sd-webui-animatediff's switch: its first argument is an object (UI) or a dict (API) with ``enable``."""
-    runner = getattr(p, "scripts", None)
-    for script in getattr(runner, "alwayson_scripts", ()):
-        if script.title().lower() != "animatediff" or script.args_from is None:
-            continue
-        first = (p.script_args or [None] * (script.args_from + 1))[script.args_from]
-        if first.get("enable", False) if isinstance(first, dict) else getattr(first, "enable", False):
-            return True
-    return False
-
-
-def _unet_shape(unet) -> tuple:
-    """(block channels, text width, layers per block) of an ldm UNet, for the motion-module fit check."""
-    channels = tuple(unet.model_channels * mult for mult in unet.channel_mult)
-    text_width = next(m.attn2.to_k.in_features for m in unet.modules() if hasattr(m, "attn2"))
-    return channels, text_width, unet.num_res_blocks[0]
-
-
-class CondCapture:
-    """Keeps the raw conditional rows of the CFGDenoiser's batch (``on_cfg_denoised``) while armed,
-    so the correction can reuse the main call's conditional branch."""
-
-    def __init__(self):
-        self.armed = False
-        self.rows = None
-
-    def on_cfg_denoised(self, params) -> None:
-        if self.armed:
-            self.rows = params.x
-
-    @contextmanager
-    def recording(self):
-        self.armed, self.rows = True, None
-        try:
-            yield self
-        finally:
-            self.armed = False
-
-
-CAPTURE = CondCapture()
+CAPTURE = webui.CondCapture()
 
 
 def register_callbacks() -> None:
-    """Called once by the script at load time."""
+    """Called once by the script at load time (Forge never calls ``on_cfg_denoised``; harmless there)."""
     from modules import script_callbacks
 
-    script_callbacks.on_cfg_denoised(CAPTURE.on_cfg_denoised, name="videoelevator")
-
-
-def _raise_if_interrupted() -> None:
-    from modules import sd_samplers_common, shared
-
-    if shared.state.interrupted or shared.state.skipped:
-        raise sd_samplers_common.InterruptedException
-
-
-@dataclass
-class WebUIDenoiser:
-    """The WebUI's ``CFGDenoiser`` as a ``sample_elevator`` denoiser.
-
-    CFG calls go through the CFGDenoiser itself (with its step reset to the current T2I step, for
-    prompt editing); single-branch calls (correction, inversion) go to its inner k-diffusion
-    denoiser with the step's conditioning, one F-frame pass each.
-    """
-
-    model: object
-    extra_args: dict
-    schedule: VPSchedule
-    frames: int
-    solver: str = "ddim"
-    cond_scale: float | None = None
-    around_call: object = nullcontext  # a context for every model call (the T2V's switches)
-    step: int = 0
-
-    def begin_step(self, k: int) -> None:
-        self.step = k
-
-    def _sigma_in(self, x, sigma):
-        return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
-
-    def guided(self, x, sigma):
-        args = dict(self.extra_args)
-        if self.cond_scale is not None:
-            args["cond_scale"] = self.cond_scale
-        self.model.step = self.step
-        with self.around_call(), CAPTURE.recording() as capture:
-            denoised = self.model(x, self._sigma_in(x, sigma), **args)
-        cond_rows = capture.rows[: self.frames] if capture.rows is not None else None
-        return denoised, cond_rows
-
-    def _single_branch(self, x, sigma, conditioning):
-        from modules import prompt_parser
-
-        _raise_if_interrupted()
-        if conditioning == "cond":
-            _, tensor = prompt_parser.reconstruct_multicond_batch(self.extra_args["cond"], self.step)
-        else:
-            tensor = prompt_parser.reconstruct_cond_batch(self.extra_args["uncond"], self.step)
-        cond = {"c_crossattn": [tensor], "c_concat": [self.extra_args["image_cond"]]}
-        with self.around_call():
-            return self.model.inner_model(x, self._sigma_in(x, sigma), cond=cond)
-
-    def conditional(self, x, sigma):
-        return self._single_branch(x, sigma, "cond")
-
-    def unconditional(self, x, sigma):
-        return self._single_branch(x, sigma, "uncond")
+    script_callbacks.on_cfg_denoised(lambda params: CAPTURE.record(params.x), name="videoelevator")
 
 
 @contextmanager
@@ -213,260 +71,37 @@ def swapped_sigmas(inner_model, schedule: VPSchedule):
         inner_model.sigmas, inner_model.log_sigmas = sigmas, log_sigmas
 
 
-@dataclass
-class ElevatorRun:
-    """One ``p.sample`` call with VideoElevator: installs every patch, samples, removes them."""
+class A1111Run(webui.ElevatorRun):
+    """Hooks on the shared ldm UNet for the duration of ``p.sample``."""
 
-    p: object
-    params: ElevatorParams
-    motion: MotionModel
-    seeds: list
-    counter: PassCounter = field(default_factory=PassCounter)
+    def _install(self, patches: ExitStack) -> None:
+        unet = unet_of(self.p.sd_model)
+        self.inflation = patches.enter_context(Inflation(unet, self.params.frames))
+        patches.enter_context(MotionInjection(unet, self.motion.adapter, self.switch))
+        if self.motion.lora is not None:
+            patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale))
 
-    def sampler_function(self, switch: T2VSwitch, inflation: Inflation):
-        """The k-diffusion sampler function the WebUI's ``KDiffusionSampler`` will call."""
-        run = self
-
-        def sample_videoelevator(model, x, sigmas, extra_args=None, callback=None, disable=None):
-            from modules import shared
-
-            frames = run.params.frames
-            t2i_schedule = VPSchedule("checkpoint", run.p.sd_model.alphas_cumprod)
-            extra = extra_args or {}
-            generator = torch.Generator("cpu").manual_seed((int(run.seeds[0]) ^ NOISE_SEED_SALT) & 0xFFFFFFFF)
-            sigma_max = float(sigmas[0])
-            noise_scale = (1 + sigma_max**2) ** 0.5 if shared.opts.sgm_noise_multiplier else sigma_max
-            x = _mixed_prior(x, run.params.noise_alpha, noise_scale, generator)
-
-            @contextmanager
-            def t2v_call():
-                with switch.on(), inflation.paused(), swapped_sigmas(model.inner_model, ANIMATEDIFF_SCHEDULE):
-                    yield
-
-            t2i = WebUIDenoiser(model, extra, t2i_schedule, frames)
-            t2v = WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, run.motion.resolved_solver,
-                                cond_scale=run.params.t2v_cfg_scale, around_call=t2v_call)
-
-            def noise(sigma, sigma_next):
-                return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)
-
-            shared.state.textinfo = "VideoElevator"
-            return sample_elevator(t2i, t2v, x, sigmas, run.params, callback=callback, disable=disable,
-                                   noise_sampler=noise, counter=run.counter)
-
-        return sample_videoelevator
+    def t2i_schedule(self) -> VPSchedule:
+        return VPSchedule("checkpoint", self.p.sd_model.alphas_cumprod)
 
     @contextmanager
-    def installed(self):
-        """Every patch for this sampling call, removed in ``finally`` (the ExitStack unwinds all)."""
-        from modules import sd_samplers
-
-        unet = unet_of(self.p.sd_model)
-        with ExitStack() as patches:
-            switch = T2VSwitch(self.params.frames)
-            inflation = patches.enter_context(Inflation(unet, self.params.frames))
-            patches.enter_context(MotionInjection(unet, self.motion.adapter, switch))
-            if self.motion.lora is not None:
-                patches.enter_context(GatedLora(unet, self.motion.lora, switch, self.params.t2v_lora_scale))
-            function = self.sampler_function(switch, inflation)
-            patches.enter_context(_patched(sd_samplers, "create_sampler", _elevator_sampler_factory(
-                sd_samplers.create_sampler, function)))
+    def t2v_call(self, model):
+        with self.switch.on(), self.inflation.paused(), swapped_sigmas(model.inner_model, ANIMATEDIFF_SCHEDULE):
             yield
 
+    @property
+    def capture(self) -> webui.CondCapture:
+        return CAPTURE
 
-@contextmanager
-def _patched(owner, name, value):
-    original = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
+    def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):
+        from modules import prompt_parser
 
-
-def _elevator_sampler_factory(create_sampler, function):
-    """``create_sampler`` that returns a plain k-diffusion sampler running our function.
-
-    The elevator makes its own DDIM-equivalent σ-space steps, so only the sampler's σ ladder (the
-    user's Schedule type) matters. Samplers in another convention (DDIM/PLMS/UniPC work in
-    timesteps, LCM has its own denoiser) are swapped for Euler's k-diffusion sampler.
-    """
-    def create(name, model):
-        from modules import sd_samplers_kdiffusion
-
-        sampler = create_sampler(name, model)
-        if type(sampler) is not sd_samplers_kdiffusion.KDiffusionSampler:
-            sampler = create_sampler("Euler", model)
-        sampler.func = function
-        return sampler
-    return create
-
-
-def _mixed_prior(x: torch.Tensor, alpha: float, noise_scale: float, generator: torch.Generator) -> torch.Tensor:
-    """Turn the WebUI's per-frame noise x = r·s (s: the sampler's noise scale) into the mixed prior
-    z = (α·b + r)/√(1+α²), with b shared by all frames, keeping the scale."""
-    scale = (1.0 + alpha**2) ** -0.5
-    shared_noise = torch.randn((1, *x.shape[1:]), generator=generator, dtype=torch.float32).to(x.device, x.dtype)
-    return shared_noise * (alpha * scale * noise_scale) + x * scale
-
-
-def refuse(p, error: Exception) -> None:
-    """Make this request fail with ``error``'s message, changing nothing else.
-
-    The WebUI logs and ignores exceptions raised in ``before_process`` (it would then render a
-    plain image), so the refusal is raised from ``p.sample`` instead: txt2img shows it, the API
-    answers HTTP 422 with it.
-    """
-    message = str(error) if str(error).startswith("VideoElevator") else f"VideoElevator: {error}"
-
-    def sample(*args, **kwargs):
-        raise RequestError(message)
-
-    p.sample = sample
-
-
-def wrap_sample(p, params: ElevatorParams, motion: MotionModel, runs: list) -> None:
-    """Shadow ``p.sample`` with a wrapper that runs the original inside an ``ElevatorRun``."""
-    original = p.sample
-
-    def sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        reasons = refusal_reasons(p, params, motion)  # the checkpoint may have changed since before_process
-        if reasons:
-            raise RefusedError("VideoElevator: " + "; ".join(reasons))
-        run = ElevatorRun(p, params, motion, list(seeds))
-        runs.append(run)
-        with run.installed():
-            return original(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
-
-    p.sample = sample
-
-
-# --- requests, folders and outputs -------------------------------------------------------------
-
-SCRIPT_FIELDS = ("enabled", "motion_model", "t2v_lora", "solver", "formats", "loop")
-SOLVERS = ("auto", "ddim", "lcm")
-DEFAULT_FORMATS = ("mp4", "gif")
-
-
-class RequestError(ValueError):
-    """A bad VideoElevator request. ``status_code``/``detail`` make the WebUI API answer HTTP 422."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.status_code = 422
-        self.detail = message
-
-
-def param_field_names() -> tuple:
-    from ..params import field_specs
-
-    return tuple(spec.name for spec in field_specs())
-
-
-@dataclass(frozen=True)
-class ElevatorRequest:
-    """The script's arguments: from the UI (positional) or the API (one dict of schema names)."""
-
-    enabled: bool
-    motion_model: str
-    t2v_lora: str
-    solver: str
-    formats: tuple
-    loop: int
-    params: ElevatorParams
-
-    @classmethod
-    def from_script_args(cls, args) -> "ElevatorRequest":
-        from ..params import ParamError
-
-        if args and isinstance(args[0], dict):
-            values = {"enabled": True, **args[0]}
+        if conditioning == "cond":
+            _, tensor = prompt_parser.reconstruct_multicond_batch(extra_args["cond"], step)
         else:
-            values = dict(zip(SCRIPT_FIELDS + param_field_names(), args))
-        known = set(SCRIPT_FIELDS) | set(param_field_names())
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise RequestError(f"VideoElevator: unknown field {unknown[0]!r}; known fields are {', '.join(sorted(known))}")
-        try:
-            params = ElevatorParams.from_dict({k: v for k, v in values.items() if k not in SCRIPT_FIELDS})
-        except ParamError as error:
-            raise RequestError(str(error)) from None
-        formats = values.get("formats", DEFAULT_FORMATS)
-        formats = tuple(formats.split(",") if isinstance(formats, str) else formats)
-        from ..video import FORMATS
-
-        bad = [fmt for fmt in formats if fmt not in FORMATS]
-        if bad or not formats:
-            raise RequestError(f"VideoElevator: formats={list(formats)!r} is not allowed; choose from {', '.join(FORMATS)}")
-        solver = values.get("solver", "auto") or "auto"
-        if solver not in SOLVERS:
-            raise RequestError(f"VideoElevator: solver={solver!r} is not allowed; one of {', '.join(SOLVERS)}")
-        loop = values.get("loop", 0)
-        if not isinstance(loop, (int, float)) or isinstance(loop, bool) or loop < 0 or loop != int(loop):
-            raise RequestError(f"VideoElevator: loop={loop!r} is not allowed; a whole number >= 0 (0 = forever)")
-        enabled = values.get("enabled", False)
-        if not isinstance(enabled, bool):
-            raise RequestError(f"VideoElevator: enabled={enabled!r} is not allowed; true or false")
-        return cls(enabled, values.get("motion_model") or "", values.get("t2v_lora") or "", solver, formats,
-                   int(loop), params)
+            tensor = prompt_parser.reconstruct_cond_batch(extra_args["uncond"], step)
+        cond = {"c_crossattn": [tensor], "c_concat": [extra_args["image_cond"]]}
+        return model.inner_model(x, sigma_in, cond=cond)
 
 
-def motion_folders() -> list:
-    """Where motion models are looked for: ours first, then AnimateDiff's usual folders."""
-    import os
-
-    from modules import paths, shared
-
-    ours = getattr(shared.cmd_opts, "videoelevator_dir", None) or os.path.join(paths.models_path, "VideoElevator")
-    folders = [ours, os.path.join(paths.models_path, "AnimateDiff"),
-               os.path.join(paths.script_path, "extensions", "sd-webui-animatediff", "model")]
-    animatediff_setting = shared.opts.data.get("animatediff_model_path")
-    if animatediff_setting:
-        folders.append(animatediff_setting)
-    return folders
-
-
-def lora_folders() -> list:
-    """T2V LoRAs: the motion folders and the WebUI's LoRA folder (where AnimateLCM users keep it)."""
-    import os
-
-    from modules import paths, shared
-
-    lora_dir = getattr(shared.cmd_opts, "lora_dir", None) or os.path.join(paths.models_path, "Lora")
-    return motion_folders() + [lora_dir]
-
-
-def video_outdir() -> str:
-    import datetime
-    import os
-
-    from modules import shared
-
-    base = shared.opts.data.get("videoelevator_outdir") or os.path.join(
-        os.path.dirname(shared.opts.outdir_txt2img_samples or "outputs/txt2img-images") or "outputs", "txt2vid-videos")
-    return os.path.join(base, datetime.date.today().isoformat())
-
-
-def save_batch_video(p, request: ElevatorRequest, images, batch_number: int) -> list:
-    """Write one batch (one video) in every requested format, with the WebUI infotext embedded."""
-    import os
-
-    from modules import images as webui_images
-    from modules import processing, shared
-
-    from ..video import save_video
-
-    frames = torch.stack([image.detach().float().cpu() for image in images])  # [F, 3, H, W] in [0, 1]
-    uint8 = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    outdir = video_outdir()
-    os.makedirs(outdir, exist_ok=True)
-    number = webui_images.get_next_sequence_number(outdir, "")
-    seed = p.all_seeds[batch_number * p.batch_size] if getattr(p, "all_seeds", None) else p.seed
-    infotext = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds,
-                                          iteration=batch_number, position_in_batch=0)
-    formats = list(request.formats)
-    if shared.opts.data.get("videoelevator_save_frames", False) and "png" not in formats:
-        formats.append("png")
-    crf = int(shared.opts.data.get("videoelevator_crf", 18))
-    return save_video(uint8, os.path.join(outdir, f"{number:05}-{seed}"), formats, fps=request.params.fps,
-                      loop=request.loop, parameters=infotext, crf=crf)
+Run = A1111Run  # what webui.wrap_sample instantiates for this host

@@ -142,7 +142,7 @@ def plan_motion_slots(unet: nn.Module, adapter: nn.Module) -> list[MotionSlot]:
     return slots
 
 
-def _positional_limit(modules) -> int | None:
+def positional_limit(modules) -> int | None:
     """The longest clip the motion modules' positional encodings cover (None when they have none)."""
     lengths = [
         sub.pe.shape[1]
@@ -168,7 +168,7 @@ class MotionInjection(Patch):
         self.unet = unet
         self.switch = switch
         self.slots = plan_motion_slots(unet, adapter)
-        self.max_frames = _positional_limit(slot.module for slot in self.slots)
+        self.max_frames = positional_limit(slot.module for slot in self.slots)
 
     def _install(self) -> None:
         for slot in self.slots:
@@ -181,18 +181,20 @@ class MotionInjection(Patch):
             if not self.switch.active:
                 return None
             if isinstance(output, tuple):
-                return (self._temporal(module, output[0]),) + output[1:]
-            return self._temporal(module, output)
+                return (run_motion_module(module, output[0], self.switch, self.max_frames),) + output[1:]
+            return run_motion_module(module, output, self.switch, self.max_frames)
 
         return apply_motion
 
-    def _temporal(self, module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        frames = self.switch.frames
-        self.switch.groups(hidden.shape[0])  # refuses a batch that is not whole clips
-        if self.max_frames is not None and frames > self.max_frames:
-            raise ValueError(f"motion modules cover at most {self.max_frames} frames, got {frames}")
-        weight = next(module.parameters())
-        if weight.device != hidden.device:
-            module.to(hidden.device)
-        return module(hidden.to(weight.dtype), num_frames=frames).to(hidden.dtype)
 
+def run_motion_module(module: nn.Module, hidden: torch.Tensor, switch: T2VSwitch, max_frames: int | None) -> torch.Tensor:
+    """One motion module over a batch of whole ``switch.frames``-frame clips, in the module's dtype,
+    moved to the activations' device if the host offloaded it."""
+    frames = switch.frames
+    switch.groups(hidden.shape[0])  # refuses a batch that is not whole clips
+    if max_frames is not None and frames > max_frames:
+        raise ValueError(f"motion modules cover at most {max_frames} frames, got {frames}")
+    weight = next(module.parameters())
+    if weight.device != hidden.device:
+        module.to(hidden.device)
+    return module(hidden.to(weight.dtype), num_frames=frames).to(hidden.dtype)
