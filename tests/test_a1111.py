@@ -77,16 +77,20 @@ def videos_in(webui):
     return sorted((Path(webui.data_dir) / "outputs" / "txt2vid-videos").rglob("*.*"))
 
 
+def newest_mp4(webui):
+    """(decoded frames, frame rate, embedded comment) of the MP4 the run wrote."""
+    mp4 = next(path for path in videos_in(webui) if path.suffix == ".mp4")
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        return list(container.decode(stream)), stream.average_rate, container.metadata["comment"]
+
+
 def test_txt2img_makes_a_video_through_the_webui(webui):
     p = elevator_p(webui)
     processed = webui.run(p)
     assert webui.errors == []
-    mp4 = next(path for path in videos_in(webui) if path.suffix == ".mp4")
-    with av.open(str(mp4)) as container:
-        stream = container.streams.video[0]
-        frames = list(container.decode(stream))
-        assert len(frames) == 3 and (frames[0].width, frames[0].height) == (64, 64) and stream.average_rate == 8
-        comment = container.metadata["comment"]
+    frames, rate, comment = newest_mp4(webui)
+    assert len(frames) == 3 and (frames[0].width, frames[0].height) == (64, 64) and rate == 8
     assert comment.startswith("a boat on a lake") and "VideoElevator: frames=3 refine_at=4/2" in comment
     assert f"VideoElevator motion_model: {MOTION}" in comment
     assert str(processed.images[0]).endswith(".gif")  # the gallery shows the animation first

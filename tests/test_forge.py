@@ -4,12 +4,11 @@ of the UnetPatcher, cond/uncond chunking, parity with the A1111 adapter, and the
 from contextlib import nullcontext
 from pathlib import Path
 
-import av
 import pytest
 import torch
 
 import motion_files
-from test_a1111 import MOTION, assert_untouched, elevator_p, fingerprint, videos_in
+from test_a1111 import MOTION, assert_untouched, elevator_p, fingerprint, newest_mp4
 from webui_stub_fixture import webui_stub
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,11 +72,8 @@ def test_txt2img_makes_a_video_on_forge(forge):
     p = elevator_p(forge)
     processed = forge.run(p)
     assert forge.errors == []
-    mp4 = next(path for path in videos_in(forge) if path.suffix == ".mp4")
-    with av.open(str(mp4)) as container:
-        frames = list(container.decode(video=0))
-        comment = container.metadata["comment"]
-    assert len(frames) == 3 and (frames[0].width, frames[0].height) == (64, 64)
+    frames, rate, comment = newest_mp4(forge)
+    assert len(frames) == 3 and (frames[0].width, frames[0].height) == (64, 64) and rate == 8
     assert "VideoElevator: frames=3 refine_at=4/2" in comment
     assert str(processed.images[0]).endswith(".gif")
     run = p.videoelevator["runs"][0]
