@@ -85,12 +85,12 @@ def ldm_state_dict_from_diffusers(ldm_unet, diffusers_state: dict[str, torch.Ten
 def ldm_unet_like(unet, config: dict):
     """An ldm ``UNetModel`` computing the same function as the diffusers ``unet`` built from ``config``.
 
-    Skips the calling test when the ldm package is missing, so diffusers-only tests still run.
+    Skips the calling test when the ldm package is not installed, so diffusers-only tests still run;
+    an installed but broken one (a dependency missing) fails loudly instead of skipping.
     """
-    openaimodel = pytest.importorskip(
-        "ldm.modules.diffusionmodules.openaimodel",
-        reason="needs the ldm package: pip install --no-deps stable-diffusion-sdkit==2.1.5 omegaconf",
-    )
+    pytest.importorskip("ldm", reason="needs the ldm package: pip install --no-deps stable-diffusion-sdkit==2.1.5")
+    from ldm.modules.diffusionmodules import openaimodel
+
     ldm_unet = openaimodel.UNetModel(**ldm_unet_kwargs(config)).eval()
     ldm_unet.load_state_dict(ldm_state_dict_from_diffusers(ldm_unet, unet.state_dict()), strict=True)
     return ldm_unet
