@@ -262,3 +262,12 @@ def test_forge_and_a1111_adapters_make_the_same_video(tmp_path, motion_file):
             session_cm.__exit__(None, None, None)
     expected = outputs["a1111"]
     assert (outputs["forge"] - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_motion_modules_run_in_the_unets_computation_dtype(forge, monkeypatch):
+    """fp8/NF4/GGUF storage computes in fp16/bf16/fp32: the motion modules follow the computation dtype."""
+    kmodel = forge.sd_model.forge_objects.unet.model
+    monkeypatch.setattr(kmodel, "computation_dtype", torch.bfloat16)
+    run, unet = patched_unet(forge)
+    assert {p.dtype for p in run.motion.adapter.parameters()} == {torch.bfloat16}
+    assert unet.extra_model_patchers_during_sampling[-1].model is run.motion.adapter
