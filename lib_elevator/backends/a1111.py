@@ -18,7 +18,6 @@ from contextlib import ExitStack, contextmanager
 
 from ..attention import Inflation
 from ..lora import GatedLora
-from ..motion import check_fits_unet
 from ..motion.inject import MotionInjection
 from ..params import ElevatorParams
 from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
@@ -39,11 +38,8 @@ def refusal_reasons(p, params: ElevatorParams, motion: webui.MotionModel | None)
         reasons.append("only SD1.x checkpoints are supported (this one is SDXL, SD3, Flux or another kind)")
     elif getattr(model, "parameterization", "eps") != "eps":
         reasons.append("v-prediction checkpoints (SD2-v) are not supported")
-    elif motion is not None:
-        try:
-            check_fits_unet(motion.info, *webui.unet_shape(unet_of(model)))
-        except ValueError as error:
-            reasons.append(str(error))
+    else:
+        reasons += webui.motion_fit_reasons(motion, unet_of(model))
     if getattr(sd_unet, "current_unet", None) is not None:
         reasons.append("an alternative UNet (e.g. TensorRT) is active; select 'None' for SD Unet")
     return reasons + webui.request_refusal_reasons(p, params, motion)

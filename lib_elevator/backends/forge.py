@@ -25,7 +25,6 @@ from contextlib import ExitStack, contextmanager
 
 from ..attention import first_frame_context
 from ..lora import GatedLora
-from ..motion import check_fits_unet
 from ..motion.inject import T2VSwitch, plan_motion_slots, positional_limit, run_motion_module
 from ..params import ElevatorParams
 from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
@@ -51,21 +50,17 @@ def refusal_reasons(p, params: ElevatorParams, motion: webui.MotionModel | None)
         reasons.append("v-prediction checkpoints are not supported")
     elif getattr(model, "is_inpaint", False):
         reasons.append("inpainting checkpoints are not supported")
-    elif motion is not None:
-        try:
-            check_fits_unet(motion.info, *webui.unet_shape(kmodel.diffusion_model))
-        except ValueError as error:
-            reasons.append(str(error))
+    else:
+        reasons += webui.motion_fit_reasons(motion, kmodel.diffusion_model)
     return reasons + webui.request_refusal_reasons(p, params, motion)
 
 
-def _groups(transformer_options: dict, batch: int, frames: int) -> int:
-    """How many F-frame clips are in this UNet call: one per cond/uncond chunk Forge batched."""
+def _require_whole_clips(transformer_options: dict, batch: int, frames: int) -> None:
+    """A UNet call must be one F-frame clip per cond/uncond chunk Forge batched into it."""
     chunks = len(transformer_options.get("cond_or_uncond") or [0])
     if chunks * frames != batch:
         raise ValueError(f"VideoElevator: a UNet call of {batch} rows in {chunks} cond/uncond chunk(s) "
                          f"is not whole {frames}-frame clips")
-    return chunks
 
 
 def first_frame_attention(switch: T2VSwitch):
@@ -79,7 +74,7 @@ def first_frame_attention(switch: T2VSwitch):
         if switch.active:
             return attention_function(q, k, v, heads)
         frames = transformer_options[FRAMES_OPTION]
-        _groups(transformer_options, q.shape[0], frames)
+        _require_whole_clips(transformer_options, q.shape[0], frames)
         return attention_function(q, first_frame_context(k, frames), first_frame_context(v, frames), heads)
 
     return attn1
@@ -94,7 +89,7 @@ def motion_modifier(slots, switch: T2VSwitch):
         module = modules.get(layer) if position == "after" and switch.active else None
         if module is None:
             return x
-        _groups(transformer_options, x.shape[0], transformer_options[FRAMES_OPTION])
+        _require_whole_clips(transformer_options, x.shape[0], transformer_options[FRAMES_OPTION])
         return run_motion_module(module, x, switch, max_frames)
 
     return apply_motion

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..motion import check_fits_unet
 from ..motion.inject import T2VSwitch
 from ..params import ElevatorParams
 from ..sampler import PassCounter, sample_elevator
@@ -73,12 +74,23 @@ class MotionModel:
         return self.info.default_solver
 
 
-def unet_shape(unet) -> tuple:
+def _unet_shape(unet) -> tuple:
     """(block channels, text width, layers per block) of an ldm-layout UNet (A1111's and Forge's
     have the same tree), for the motion-module fit check."""
     channels = tuple(unet.model_channels * mult for mult in unet.channel_mult)
     text_width = next(m.attn2.to_k.in_features for m in unet.modules() if hasattr(m, "attn2"))
     return channels, text_width, unet.num_res_blocks[0]
+
+
+def motion_fit_reasons(motion: MotionModel | None, unet) -> list[str]:
+    """Why the motion model cannot run in this ldm-layout UNet (none when it fits or none is chosen)."""
+    if motion is None:
+        return []
+    try:
+        check_fits_unet(motion.info, *_unet_shape(unet))
+    except ValueError as error:
+        return [str(error)]
+    return []
 
 
 def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> list[str]:
