@@ -1,6 +1,7 @@
 """The extension on the AUTOMATIC1111 1.10 stand-in (tests/webui_stub): generation through the WebUI's
 own txt2img processing, outputs, API payloads, refusals, and the restore guarantee."""
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -13,6 +14,7 @@ from webui_stub_fixture import webui_stub
 REPO = Path(__file__).resolve().parent.parent
 MOTION = "AnimateLCM_tiny.safetensors"
 SHORT = dict(frames=3, refine_at="4,2", t2v_steps=2)
+T2V_LORA = "t2v_lora_fitting.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +25,33 @@ def motion_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def webui(tmp_path, motion_file):
-    with webui_stub(tmp_path, unet_config="sd15_shaped") as session:
+def write_fitting_t2v_lora(path):
+    """AnimateLCM's t2v LoRA layout scaled down, without the text-side projections (the scaled layout's text
+    width is not the stand-in's), so every layer fits the stand-in's SD1.5-shaped UNet."""
+    from safetensors.torch import save_file
+
+    tensors = motion_files.write_kind("animatelcm_t2v_lora", path)
+    save_file({k: v for k, v in tensors.items() if "attn2_to_k" not in k and "attn2_to_v" not in k}, str(path))
+
+
+@contextmanager
+def extension_session(data_dir, motion_file, host="a1111"):
+    """A stand-in session of ``host`` with this extension loaded, the motion model in its folder, AnimateLCM's
+    t2v LoRA file (the real layout, scaled) and ``T2V_LORA`` (one that fits the stand-in's UNet)."""
+    with webui_stub(data_dir, unet_config="sd15_shaped", host=host) as session:
         folder = Path(session.paths.models_path) / "VideoElevator"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MOTION).write_bytes(motion_file.read_bytes())
         motion_files.write_kind("animatelcm_t2v_lora", folder / "AnimateLCM_t2v_lora.safetensors")
+        write_fitting_t2v_lora(folder / T2V_LORA)
         session.extension = session.load_extension(REPO)
         session.script = next(s for s in session.extension.alwayson_scripts if s.title() == "VideoElevator")
+        yield session
+
+
+@pytest.fixture
+def webui(tmp_path, motion_file):
+    with extension_session(tmp_path, motion_file) as session:
         yield session
 
 

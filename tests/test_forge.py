@@ -7,51 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import motion_files
-from test_a1111 import MOTION, assert_untouched, elevator_p, fingerprint, newest_mp4
-from webui_stub_fixture import webui_stub
+from test_a1111 import (MOTION, T2V_LORA, assert_untouched, elevator_p, extension_session, fingerprint,  # noqa: F401
+                        motion_file, newest_mp4)
 
-REPO = Path(__file__).resolve().parent.parent
 BATCHINGS = ("together_cond_first", "together_uncond_first", "separate_cond_first", "separate_uncond_first")
-T2V_LORA = "t2v_lora_fitting.safetensors"
-
-
-def write_fitting_t2v_lora(path):
-    """AnimateLCM's t2v LoRA layout scaled down, without the text-side projections (the scaled layout's text
-    width is not the stand-in's), so every layer fits the stand-in's SD1.5-shaped UNet."""
-    from safetensors.torch import save_file
-
-    tensors = motion_files.write_kind("animatelcm_t2v_lora", path)
-    save_file({k: v for k, v in tensors.items() if "attn2_to_k" not in k and "attn2_to_v" not in k}, str(path))
-
-
-@pytest.fixture(scope="module")
-def motion_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("motion") / MOTION
-    motion_files.write_kind("animatelcm_t2v", path)
-    return path
-
-
-def start(tmp_path, motion_file, host):
-    """A stand-in session of ``host`` with this extension loaded and the motion model and T2V LoRA in place."""
-    session_cm = webui_stub(tmp_path / host, unet_config="sd15_shaped", host=host)
-    session = session_cm.__enter__()
-    folder = Path(session.paths.models_path) / "VideoElevator"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MOTION).write_bytes(motion_file.read_bytes())
-    write_fitting_t2v_lora(folder / T2V_LORA)
-    session.extension = session.load_extension(REPO)
-    session.script = next(s for s in session.extension.alwayson_scripts if s.title() == "VideoElevator")
-    return session_cm, session
 
 
 @pytest.fixture
 def forge(tmp_path, motion_file):
-    session_cm, session = start(tmp_path, motion_file, "forge")
-    try:
+    with extension_session(tmp_path, motion_file, "forge") as session:
         yield session
-    finally:
-        session_cm.__exit__(None, None, None)
 
 
 def forge_state(webui):
@@ -250,16 +215,15 @@ def test_forge_and_a1111_adapters_make_the_same_video(tmp_path, motion_file):
             outputs[host] = real_sample_elevator(*args, **kwargs).clone()
             return outputs[host]
 
-        session_cm, session = start(tmp_path, motion_file, host)
-        session.shared.opts.enable_quantization = True  # Forge always rounds σ→t to a table index; A1111 only then
-        webui_glue.sample_elevator = recording
-        try:
-            session.run(elevator_p(session, "a red fox in the snow", steps=8, refine_at="6,3", t2v_steps=2,
-                                   t2v_lora=T2V_LORA))
-            assert session.errors == []
-        finally:
-            webui_glue.sample_elevator = real_sample_elevator
-            session_cm.__exit__(None, None, None)
+        with extension_session(tmp_path / host, motion_file, host) as session:
+            session.shared.opts.enable_quantization = True  # Forge always rounds σ→t to a table index; A1111 only then
+            webui_glue.sample_elevator = recording
+            try:
+                session.run(elevator_p(session, "a red fox in the snow", steps=8, refine_at="6,3", t2v_steps=2,
+                                       t2v_lora=T2V_LORA))
+                assert session.errors == []
+            finally:
+                webui_glue.sample_elevator = real_sample_elevator
     expected = outputs["a1111"]
     assert (outputs["forge"] - expected).abs().max() <= 1e-4 * expected.abs().max()
 
