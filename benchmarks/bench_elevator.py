@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel  # noqa: E402
 
 from lib_elevator.attention import inflated  # noqa: E402
-from lib_elevator.backends.diffusers import (  # noqa: E402
+from lib_elevator.standalone.pipeline import (  # noqa: E402
     ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate, t2v_from_motion_unet, t2v_from_unet3d,
 )
 from lib_elevator.params import ElevatorParams  # noqa: E402

@@ -1,15 +1,17 @@
 """VideoElevator for the AUTOMATIC1111 and Forge WebUIs: the txt2img panel, its callbacks and outputs.
 
 Only wiring lives here; the algorithm and the host adapters are in ``lib_elevator`` (the adapter is
-picked per generation from the loaded model, see ``webui.host_for``).
+picked per generation from the loaded model, see ``lib_elevator.webui.dispatch.host_for``).
 """
 import base64
 import os
 
 import gradio as gr
 
-from lib_elevator.backends import a1111, webui
-from lib_elevator.backends.webui_controls import build_elevator_controls
+from lib_elevator.webui import dispatch, outputs
+from lib_elevator.webui.hosts import a1111
+from lib_elevator.webui.request import DEFAULT_FORMATS, SCRIPT_FIELDS, ElevatorRequest, MotionModel, RequestError, param_field_names
+from lib_elevator.webui.ui import build_elevator_controls
 from lib_elevator.motion import MotionModelError
 from lib_elevator.motion.library import MotionModelCache, resolve_motion_model
 from lib_elevator.motion.safe_load import load_weights_file
@@ -38,21 +40,21 @@ class VideoElevatorScript(scripts.Script):
             (component, f"{INFOTEXT_KEY} {name}") for name, component in by_name.items()
             if name in ElevatorParams.__dataclass_fields__ or name in ("motion_model", "t2v_lora", "solver")]
         self.paste_field_names = [f"{INFOTEXT_KEY} {name}" for name in by_name]
-        return [by_name[name] for name in webui.SCRIPT_FIELDS + webui.param_field_names()]
+        return [by_name[name] for name in SCRIPT_FIELDS + param_field_names()]
 
     def before_process(self, p, *args):
         p.videoelevator = None
         try:
-            request = webui.ElevatorRequest.from_script_args(args)
+            request = ElevatorRequest.from_script_args(args)
             if not request.enabled:
                 return
             motion = self._motion_model(request)
-            reasons = webui.refusal_reasons(p, request.params, motion)
+            reasons = dispatch.refusal_reasons(p, request.params, motion)
             if reasons:
-                raise webui.RequestError("VideoElevator: " + "; ".join(reasons))
+                raise RequestError("VideoElevator: " + "; ".join(reasons))
             request.params.refine_steps_remaining(p.steps)
         except Exception as error:  # anything raised here would be logged and ignored by the WebUI
-            webui.refuse(p, error)
+            dispatch.refuse(p, error)
             return
         p.batch_size = request.params.frames
         p.get_token_merging_ratio = lambda for_hr=False: 0.0  # ToMe merges tokens across the frame layout
@@ -63,18 +65,18 @@ class VideoElevatorScript(scripts.Script):
         if request.solver != "auto":
             p.extra_generation_params[f"{INFOTEXT_KEY} solver"] = request.solver
         p.videoelevator = {"request": request, "runs": [], "videos": []}
-        webui.wrap_sample(p, request.params, motion, p.videoelevator["runs"])
+        dispatch.wrap_sample(p, request.params, motion, p.videoelevator["runs"])
 
     def _motion_model(self, request):
         try:
-            path = resolve_motion_model(request.motion_model, webui.motion_folders())
+            path = resolve_motion_model(request.motion_model, outputs.motion_folders())
             adapter, info = MOTION_CACHE.get(path)
             lora = None
             if request.t2v_lora:
-                lora = load_weights_file(resolve_motion_model(request.t2v_lora, webui.lora_folders()))
+                lora = load_weights_file(resolve_motion_model(request.t2v_lora, outputs.lora_folders()))
         except MotionModelError as error:
-            raise webui.RequestError(f"VideoElevator: {error}") from None
-        return webui.MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora)
+            raise RequestError(f"VideoElevator: {error}") from None
+        return MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora)
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         """Forge re-copies its UNet patcher right before this; the run patches that copy (A1111: no-op)."""
@@ -86,7 +88,7 @@ class VideoElevatorScript(scripts.Script):
         state = getattr(p, "videoelevator", None)
         if not state:
             return
-        videos = webui.save_batch_video(p, state["request"], pp.images, kwargs.get("batch_number", 0))
+        videos = outputs.save_batch_video(p, state["request"], pp.images, kwargs.get("batch_number", 0))
         state["videos"].append(videos)
 
     def postprocess(self, p, processed, *args):
@@ -123,7 +125,7 @@ def on_infotext_pasted(infotext, params):
 def on_ui_settings():
     section = ("videoelevator", "VideoElevator")
     shared.opts.add_option("videoelevator_formats", shared.OptionInfo(
-        list(webui.DEFAULT_FORMATS), "Default output formats", gr.CheckboxGroup, {"choices": list(FORMATS)},
+        list(DEFAULT_FORMATS), "Default output formats", gr.CheckboxGroup, {"choices": list(FORMATS)},
         section=section))
     shared.opts.add_option("videoelevator_crf", shared.OptionInfo(
         18, "MP4/WEBM quality (CRF, lower is better)", gr.Slider, {"minimum": 0, "maximum": 51, "step": 1},

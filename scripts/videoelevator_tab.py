@@ -1,11 +1,11 @@
 """The txt2vid tab, for people who only make videos: the WebUI's own txt2img with VideoElevator on.
 
-UI and callback registration only; the run is ``lib_elevator.backends.webui_txt2vid.generate``.
+UI and callback registration only; the run is ``lib_elevator.webui.txt2vid.generate``.
 """
 import gradio as gr
 
-from lib_elevator.backends import webui_txt2vid
-from lib_elevator.backends.webui_controls import build_elevator_controls
+from lib_elevator.webui import txt2vid as webui_txt2vid
+from lib_elevator.webui.ui import build_elevator_controls
 from modules import call_queue, script_callbacks, sd_schedulers, shared
 
 TAB_ID = "txt2vid"

@@ -24,7 +24,7 @@ def motion_unet(tiny):
 @pytest.fixture(scope="session")
 def t2v_text_encoder():
     """A second, differently seeded CLIP for the UNet3D T2V (ZeroScope has its own)."""
-    from lib_elevator.backends.diffusers import TextEncoder
+    from lib_elevator.standalone.pipeline import TextEncoder
     from lib_elevator.tiny import tiny_text_encoder, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()

@@ -57,7 +57,7 @@ def webui(tmp_path, motion_file):
 
 def elevator_p(webui, prompt="a boat on a lake", *, api=None, steps=6, **fields):
     """A txt2img ``p`` with VideoElevator's slice set from the UI (positional) or the API (one dict)."""
-    from lib_elevator.backends import webui as webui_glue
+    from lib_elevator.webui import request as webui_glue
 
     args = list(webui.extension.default_script_args())
     script = webui.script
@@ -290,7 +290,7 @@ def test_infotext_pastes_back_every_field(webui):
 
 
 def test_panel_defaults_are_the_schema_defaults(webui):
-    from lib_elevator.backends.webui import ElevatorRequest
+    from lib_elevator.webui.request import ElevatorRequest
     from lib_elevator.params import ElevatorParams
 
     args = webui.extension.default_script_args()[webui.script.args_from:webui.script.args_to]
@@ -306,8 +306,8 @@ def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, m
     from ldm_helpers import SD15_SHAPED_UNET2D_CONFIG, diffusers_unet
     from lib_elevator import sampler
     from lib_elevator.attention import Inflation
-    from lib_elevator.backends import webui as webui_glue
-    from lib_elevator.backends.diffusers import EpsDenoiser, InjectedMotionT2V, unet2d_eps
+    from lib_elevator.standalone.pipeline import EpsDenoiser, InjectedMotionT2V, unet2d_eps
+    from lib_elevator.webui import run as webui_glue
     from lib_elevator.motion import load_motion_adapter
     from lib_elevator.schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
     from modules import prompt_parser

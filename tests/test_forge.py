@@ -61,7 +61,7 @@ def test_every_patch_is_gone_after_a_finished_run_on_forge(forge):
 
 @pytest.mark.parametrize("failure", ["unet", "patching"])
 def test_forge_is_restored_after_a_failure(forge, monkeypatch, failure):
-    from lib_elevator.backends import forge as forge_adapter
+    from lib_elevator.webui.hosts import forge as forge_adapter
 
     before, state = fingerprint(forge.unet), forge_state(forge)
     if failure == "unet":
@@ -120,8 +120,8 @@ def test_sdxl_on_forge_is_refused_and_changes_nothing(forge):
 
 def patched_unet(forge, frames=3, lora=False):
     """The adapter's patches on a clone of the session's UnetPatcher, as process_before_every_sampling makes them."""
-    from lib_elevator.backends import forge as forge_adapter
-    from lib_elevator.backends.webui import ElevatorRequest, MotionModel
+    from lib_elevator.webui.hosts import forge as forge_adapter
+    from lib_elevator.webui.request import ElevatorRequest, MotionModel
     from lib_elevator.motion import load_motion_adapter
 
     request = ElevatorRequest.from_script_args([{"motion_model": MOTION, "frames": frames}])
@@ -190,7 +190,7 @@ def test_a_call_that_is_not_whole_clips_is_refused(forge):
 
 
 def test_t2v_sigma_table_is_in_the_predictor_only_during_t2v_calls(forge):
-    from lib_elevator.backends.forge import t2v_sigmas
+    from lib_elevator.webui.hosts.forge import t2v_sigmas
     from lib_elevator.schedules import ANIMATEDIFF_SCHEDULE
 
     predictor = forge.sd_model.forge_objects.unet.model.predictor
@@ -205,7 +205,7 @@ def test_t2v_sigma_table_is_in_the_predictor_only_during_t2v_calls(forge):
 def test_forge_and_a1111_adapters_make_the_same_video(tmp_path, motion_file):
     """Same tiny UNet weights, prompt, seed and noise through both hosts' processing → the same latents
     (with the T2V LoRA: A1111's hooks on ldm Linears, Forge's on the shared diffusion model)."""
-    from lib_elevator.backends import webui as webui_glue
+    from lib_elevator.webui import run as webui_glue
 
     outputs = {}
     real_sample_elevator = webui_glue.sample_elevator

@@ -3,7 +3,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from lib_elevator.attention import inflated
-from lib_elevator.backends.diffusers import ElevatorPipeline, TextEncoder, generate, t2v_from_motion_unet
+from lib_elevator.standalone.pipeline import ElevatorPipeline, TextEncoder, generate, t2v_from_motion_unet
 from lib_elevator.params import ElevatorParams
 from lib_elevator.sampler import ElevatorPlan
 
@@ -101,7 +101,7 @@ def test_callback_sees_every_t2i_step(pipe):
 
 def test_ladder_ending_at_zero_sigma_runs(tiny, pipe):
     """WebUI ladders end at σ = 0; the loop must handle the final step and an inversion from 0."""
-    from lib_elevator.backends.diffusers import EpsDenoiser, unet2d_eps
+    from lib_elevator.standalone.pipeline import EpsDenoiser, unet2d_eps
     from lib_elevator.sampler import sample_elevator
     from lib_elevator.schedules import SD_SCHEDULE
 

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, LCMScheduler
 
 from lib_elevator.attention import inflated
-from lib_elevator.backends.diffusers import (
+from lib_elevator.standalone.pipeline import (
     ElevatorPipeline, TextEncoder, generate, t2v_from_motion_unet, t2v_from_unet3d,
 )
 from lib_elevator.params import ElevatorParams

@@ -6,10 +6,10 @@ import av
 import pytest
 import torch
 
-from lib_elevator.backends.diffusers import (
+from lib_elevator.standalone.pipeline import (
     ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate, t2v_from_motion_unet,
 )
-from lib_elevator.cli import main
+from lib_elevator.standalone.cli import main
 from lib_elevator.params import ElevatorParams
 from lib_elevator.tiny import CLIP_TEXT_CONFIG, randomize_weights
 

@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from lib_elevator.backends import webui
-from lib_elevator.backends.webui_txt2vid import (ScriptSlot, assemble_script_args, control_field_names,
+from lib_elevator.webui import dispatch
+from lib_elevator.webui import request as webui
+from lib_elevator.webui.txt2vid import (ScriptSlot, assemble_script_args, control_field_names,
                                                  elevator_script_args, generate, info_html, input_names,
                                                  live_script_slots, pick_outputs)
 from lib_elevator.params import ElevatorParams
@@ -117,7 +118,7 @@ class FakeTxt2Img:
 
 def fake_webui(monkeypatch, refusal=None):
     """Just enough of modules.* for run_txt2vid: process_images runs our script's before_process
-    (which refuses by making ``p.sample`` raise, see ``webui.refuse``), then samples."""
+    (which refuses by making ``p.sample`` raise, see ``dispatch.refuse``), then samples."""
     control = SimpleNamespace
     runs = []
     runner = SimpleNamespace(scripts=[
@@ -129,7 +130,7 @@ def fake_webui(monkeypatch, refusal=None):
     def process_images(p):
         runs.append(p)
         if refusal:
-            webui.refuse(p, webui.RequestError(refusal))
+            dispatch.refuse(p, webui.RequestError(refusal))
         else:
             p.videoelevator = {"videos": [[Path("out/00001-7.mp4"), Path("out/00001-7.gif")]]}
         p.sample("cond", "uncond", [7], [0], 0.0, ["a cat"])

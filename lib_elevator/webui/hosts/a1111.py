@@ -1,6 +1,6 @@
 """AUTOMATIC1111 1.9/1.10 adapter: how VideoElevator patches an ldm ``LatentDiffusion`` model.
 
-Installed around ``p.sample`` (see ``webui.ElevatorRun``) and removed in ``finally`` whatever
+Installed around ``p.sample`` (see ``run.ElevatorRun``) and removed in ``finally`` whatever
 happens:
 
 - first-frame cross-frame attention: per-instance ``attn1`` pre-hooks (``attention.Inflation``);
@@ -16,19 +16,20 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 
-from ..attention import Inflation
-from ..lora import GatedLora
-from ..motion.inject import MotionInjection
-from ..params import ElevatorParams
-from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
-from . import webui
+from ...attention import Inflation
+from ...lora import GatedLora
+from ...motion.inject import MotionInjection
+from ...params import ElevatorParams
+from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
+from .. import refusals, run
+from ..request import MotionModel, RefusedError
 
 
 def unet_of(sd_model):
     return sd_model.model.diffusion_model
 
 
-def refusal_reasons(p, params: ElevatorParams, motion: webui.MotionModel | None) -> list[str]:
+def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> list[str]:
     """Everything about this request VideoElevator cannot honour on A1111, in words a user understands."""
     from modules import sd_unet
 
@@ -39,13 +40,13 @@ def refusal_reasons(p, params: ElevatorParams, motion: webui.MotionModel | None)
     elif getattr(model, "parameterization", "eps") != "eps":
         reasons.append("v-prediction checkpoints (SD2-v) are not supported")
     else:
-        reasons += webui.motion_fit_reasons(motion, unet_of(model))
+        reasons += refusals.motion_fit_reasons(motion, unet_of(model))
     if getattr(sd_unet, "current_unet", None) is not None:
         reasons.append("an alternative UNet (e.g. TensorRT) is active; select 'None' for SD Unet")
-    return reasons + webui.request_refusal_reasons(p, params, motion)
+    return reasons + refusals.request_refusal_reasons(p, params, motion)
 
 
-CAPTURE = webui.CondCapture()
+CAPTURE = run.CondCapture()
 
 
 def register_callbacks() -> None:
@@ -67,7 +68,7 @@ def swapped_sigmas(inner_model, schedule: VPSchedule):
         inner_model.sigmas, inner_model.log_sigmas = sigmas, log_sigmas
 
 
-class A1111Run(webui.ElevatorRun):
+class A1111Run(run.ElevatorRun):
     """Hooks on the shared ldm UNet for the duration of ``p.sample``."""
 
     def _install(self, patches: ExitStack) -> None:
@@ -86,7 +87,7 @@ class A1111Run(webui.ElevatorRun):
             yield
 
     @property
-    def capture(self) -> webui.CondCapture:
+    def capture(self) -> run.CondCapture:
         return CAPTURE
 
     def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):
@@ -100,4 +101,4 @@ class A1111Run(webui.ElevatorRun):
         return model.inner_model(x, sigma_in, cond=cond)
 
 
-Run = A1111Run  # what webui.wrap_sample instantiates for this host
+Run = A1111Run  # what dispatch.wrap_sample instantiates for this host

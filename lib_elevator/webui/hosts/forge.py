@@ -23,12 +23,13 @@ from __future__ import annotations
 import uuid
 from contextlib import ExitStack, contextmanager
 
-from ..attention import first_frame_context
-from ..lora import GatedLora
-from ..motion.inject import T2VSwitch, plan_motion_slots, positional_limit, run_motion_module
-from ..params import ElevatorParams
-from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
-from . import webui
+from ...attention import first_frame_context
+from ...lora import GatedLora
+from ...motion.inject import T2VSwitch, plan_motion_slots, positional_limit, run_motion_module
+from ...params import ElevatorParams
+from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
+from .. import refusals, run
+from ..request import MotionModel, RefusedError
 
 FRAMES_OPTION = "videoelevator_frames"
 RUN_OPTION = "videoelevator_run"
@@ -39,7 +40,7 @@ def diffusion_model(sd_model):
     return sd_model.forge_objects.unet.model.diffusion_model
 
 
-def refusal_reasons(p, params: ElevatorParams, motion: webui.MotionModel | None) -> list[str]:
+def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> list[str]:
     """Everything about this request VideoElevator cannot honour on Forge, in words a user understands."""
     reasons = []
     model = p.sd_model
@@ -51,8 +52,8 @@ def refusal_reasons(p, params: ElevatorParams, motion: webui.MotionModel | None)
     elif getattr(model, "is_inpaint", False):
         reasons.append("inpainting checkpoints are not supported")
     else:
-        reasons += webui.motion_fit_reasons(motion, kmodel.diffusion_model)
-    return reasons + webui.request_refusal_reasons(p, params, motion)
+        reasons += refusals.motion_fit_reasons(motion, kmodel.diffusion_model)
+    return reasons + refusals.request_refusal_reasons(p, params, motion)
 
 
 def _require_whole_clips(transformer_options: dict, batch: int, frames: int) -> None:
@@ -95,7 +96,7 @@ def motion_modifier(slots, switch: T2VSwitch):
     return apply_motion
 
 
-def conditional_recorder(capture: webui.CondCapture):
+def conditional_recorder(capture: run.CondCapture):
     """A post-CFG function that hands the conditional x̂0 to ``capture`` and changes nothing."""
     def record(args):
         capture.record(args["cond_denoised"])
@@ -115,17 +116,17 @@ def t2v_sigmas(predictor):
         predictor.sigmas, predictor.log_sigmas = sigmas, log_sigmas
 
 
-class ForgeRun(webui.ElevatorRun):
+class ForgeRun(run.ElevatorRun):
     """Patches on a clone of Forge's UnetPatcher for one sampling, plus the gated T2V LoRA."""
 
     def __post_init__(self):
         super().__post_init__()
         self.token = uuid.uuid4().hex
         self.unet_before = None
-        self._capture = webui.CondCapture()
+        self._capture = run.CondCapture()
 
     @property
-    def capture(self) -> webui.CondCapture:
+    def capture(self) -> run.CondCapture:
         return self._capture
 
     def _install(self, patches: ExitStack) -> None:
@@ -162,7 +163,7 @@ class ForgeRun(webui.ElevatorRun):
     def check_ready(self, model) -> None:
         options = self._sampling_unet(model).model_options.get("transformer_options", {})
         if options.get(RUN_OPTION) != self.token:
-            raise webui.RefusedError(
+            raise RefusedError(
                 "VideoElevator: the UNet patches were not applied before sampling (see the console for an "
                 "error in process_before_every_sampling)")
 
@@ -191,4 +192,4 @@ class ForgeRun(webui.ElevatorRun):
         return prediction
 
 
-Run = ForgeRun  # what webui.wrap_sample instantiates for this host
+Run = ForgeRun  # what dispatch.wrap_sample instantiates for this host

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import webui
+from .outputs import lora_folders, motion_folders
+from .request import DEFAULT_FORMATS, SOLVERS
 from ..motion.library import list_motion_models
 from ..params import ElevatorParams, field_specs
 from ..video import FORMATS
@@ -36,7 +37,7 @@ def build_elevator_controls(elem_id) -> dict:
 
     specs = {spec.name: spec for spec in field_specs()}
     with gr.Row():
-        motion_model = gr.Dropdown(_choices(webui.motion_folders()), value="", label="Motion model",
+        motion_model = gr.Dropdown(_choices(motion_folders()), value="", label="Motion model",
                                    info="AnimateDiff v1/v2/v3 or AnimateLCM motion module (the T2V)",
                                    elem_id=elem_id("motion_model"))
         refresh = gr.Button("\U0001f504", elem_id=elem_id("refresh"), scale=0, min_width=40)
@@ -59,21 +60,21 @@ def build_elevator_controls(elem_id) -> dict:
         with gr.Row():
             correction = gr.Checkbox(DEFAULTS.correction, label="inversion correction",
                                      info=specs["correction"].metadata["help"])
-            solver = gr.Radio(list(webui.SOLVERS), value="auto", label="T2V solver",
+            solver = gr.Radio(list(SOLVERS), value="auto", label="T2V solver",
                               info="auto = LCM for AnimateLCM, DDIM for AnimateDiff")
         with gr.Row():
-            t2v_lora = gr.Dropdown(_choices(webui.lora_folders()), value="", label="T2V LoRA",
+            t2v_lora = gr.Dropdown(_choices(lora_folders()), value="", label="T2V LoRA",
                                    info="applied only in T2V passes, e.g. AnimateLCM_sd15_t2v_lora")
             t2v_lora_scale = _slider(specs["t2v_lora_scale"], 0.05)
     with gr.Row():
-        default_formats = shared.opts.data.get("videoelevator_formats", list(webui.DEFAULT_FORMATS))
+        default_formats = shared.opts.data.get("videoelevator_formats", list(DEFAULT_FORMATS))
         formats = gr.CheckboxGroup(list(FORMATS), value=default_formats, label="Save as",
                                    info="GIF/WEBP show in the gallery; PNG = every frame")
         loop = gr.Number(0, label="loop (0 = forever)", precision=0, info="GIF/WEBP loop count")
 
     def refresh_lists():
-        return (gr.update(choices=_choices(webui.motion_folders())),
-                gr.update(choices=_choices(webui.lora_folders())))
+        return (gr.update(choices=_choices(motion_folders())),
+                gr.update(choices=_choices(lora_folders())))
 
     refresh.click(refresh_lists, inputs=[], outputs=[motion_model, t2v_lora])
     return {

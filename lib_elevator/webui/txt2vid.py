@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..motion import MotionModelError
 from ..params import ParamError
-from . import webui
+from .request import SCRIPT_FIELDS, RefusedError, RequestError, param_field_names
 
 ELEVATOR_TITLE = "VideoElevator"
 # The elevator replaces the sampler's function with its own DDIM-equivalent steps, so of the
@@ -27,12 +27,12 @@ ELEVATOR_SAMPLER = "Euler"
 TAB_FIELDS = ("prompt", "negative_prompt", "width", "height", "steps", "scheduler", "cfg_scale", "seed", "n_iter")
 PLAYER_FORMATS = (".mp4", ".webm")
 PREVIEW_FORMATS = (".gif", ".webp")
-SHOWN_ERRORS = (webui.RequestError, webui.RefusedError, ParamError, MotionModelError)
+SHOWN_ERRORS = (RequestError, RefusedError, ParamError, MotionModelError)
 
 
 def control_field_names() -> tuple:
     """The VideoElevator controls on the tab: the script's arguments without the on/off switch."""
-    return tuple(name for name in webui.SCRIPT_FIELDS + webui.param_field_names() if name != "enabled")
+    return tuple(name for name in SCRIPT_FIELDS + param_field_names() if name != "enabled")
 
 
 def input_names() -> tuple:
@@ -53,7 +53,7 @@ class ScriptSlot:
 def elevator_script_args(controls: dict) -> list:
     """Our script's arguments in its ``ui()`` order, switched on."""
     values = {**controls, "enabled": True}
-    return [values[name] for name in webui.SCRIPT_FIELDS + webui.param_field_names()]
+    return [values[name] for name in SCRIPT_FIELDS + param_field_names()]
 
 
 def assemble_script_args(slots, overrides: dict) -> list:
@@ -67,7 +67,7 @@ def assemble_script_args(slots, overrides: dict) -> list:
     for title, values in overrides.items():
         slot = by_title.get(title.lower())
         if slot is None:
-            raise webui.RequestError(f"txt2vid needs the txt2img script {title!r}, which is not loaded; "
+            raise RequestError(f"txt2vid needs the txt2img script {title!r}, which is not loaded; "
                                      "see the WebUI console for errors while loading scripts")
         if len(values) > slot.args_to - slot.args_from:
             raise ValueError(f"{len(values)} arguments for {title!r}, which takes {slot.args_to - slot.args_from}")
@@ -147,7 +147,7 @@ def generate(id_task: str, *values):
     """The tab's Generate button → (video for the player, previews for the gallery, info HTML).
 
     ``id_task`` is there for ``call_queue.wrap_gradio_gpu_call``, which tracks progress by it.
-    VideoElevator's refusals (raised from ``p.sample``, see ``webui.refuse``) come back as a message
+    VideoElevator's refusals (raised from ``p.sample``, see ``dispatch.refuse``) come back as a message
     in the info area; the WebUI's own errors reach ``call_queue``'s wrapper, which shows them there too.
     """
     try:

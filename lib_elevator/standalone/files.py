@@ -15,7 +15,7 @@ import torch
 
 from ..motion import MotionModelError, check_fits_unet, load_motion_adapter, load_weights_file
 from ..schedules import ANIMATEDIFF_SCHEDULE, SD_SCHEDULE, VPSchedule
-from .diffusers import (
+from .pipeline import (
     ElevatorPipeline, InjectedMotionT2V, T2VModel, TextEncoder, t2v_from_motion_unet, t2v_from_unet3d,
 )
 

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from .params import ElevatorParams, field_specs, validate_size
-from .video import FORMATS
+from ..params import ElevatorParams, field_specs, validate_size
+from ..video import FORMATS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -101,15 +101,15 @@ def _report(result, started: float, written) -> None:
 
 
 def _write(result, args, text: str):
-    from .video import save_video, tensor_to_uint8_frames
+    from ..video import save_video, tensor_to_uint8_frames
 
     return save_video(tensor_to_uint8_frames(result.images), args.out, args.format, fps=result.params.fps,
                       loop=args.loop, parameters=text, crf=args.crf)
 
 
 def run_generate(args) -> None:
-    from .backends.diffusers import generate
-    from .backends.diffusers_files import load_pipeline
+    from .pipeline import generate
+    from .files import load_pipeline
 
     started = time.perf_counter()
     params = ElevatorParams(**_schema_values(args))
@@ -127,8 +127,8 @@ def run_generate(args) -> None:
 
 
 def run_demo(args) -> None:
-    from .backends.diffusers import ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate
-    from .tiny import tiny_models
+    from .pipeline import ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate
+    from ..tiny import tiny_models
 
     started = time.perf_counter()
     params = ElevatorParams(**{**_schema_values(args), "frames": args.frames})
@@ -158,8 +158,8 @@ def _quiet_libraries() -> None:
 
 
 def main(argv=None) -> int:
-    from .backends.diffusers_files import ModelFilesError
-    from .params import ParamError
+    from .files import ModelFilesError
+    from ..params import ParamError
 
     args = build_parser().parse_args(argv)
     _quiet_libraries()

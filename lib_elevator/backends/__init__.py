@@ -1,1 +1,0 @@
-"""One adapter per host. Each imports its host's modules lazily, inside functions."""

@@ -1,0 +1,64 @@
+"""Where the WebUI's VideoElevator files live: motion-model and LoRA folders, the video folder,
+and writing one batch as a video with the WebUI infotext. WebUI modules are imported inside functions.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+
+from ..video import save_video
+from .request import ElevatorRequest
+
+
+def motion_folders() -> list:
+    """Where motion models are looked for: ours first, then AnimateDiff's usual folders."""
+    from modules import paths, shared
+
+    ours = getattr(shared.cmd_opts, "videoelevator_dir", None) or os.path.join(paths.models_path, "VideoElevator")
+    folders = [ours, os.path.join(paths.models_path, "AnimateDiff"),
+               os.path.join(paths.script_path, "extensions", "sd-webui-animatediff", "model")]
+    animatediff_setting = shared.opts.data.get("animatediff_model_path")
+    if animatediff_setting:
+        folders.append(animatediff_setting)
+    return folders
+
+
+def lora_folders() -> list:
+    """T2V LoRAs: the motion folders and the WebUI's LoRA folder (where AnimateLCM users keep it)."""
+    from modules import paths, shared
+
+    lora_dir = getattr(shared.cmd_opts, "lora_dir", None) or os.path.join(paths.models_path, "Lora")
+    return motion_folders() + [lora_dir]
+
+
+def video_outdir() -> str:
+    import datetime
+    from modules import shared
+
+    base = shared.opts.data.get("videoelevator_outdir") or os.path.join(
+        os.path.dirname(shared.opts.outdir_txt2img_samples or "outputs/txt2img-images") or "outputs", "txt2vid-videos")
+    return os.path.join(base, datetime.date.today().isoformat())
+
+
+def save_batch_video(p, request: ElevatorRequest, images, batch_number: int) -> list:
+    """Write one batch (one video) in every requested format, with the WebUI infotext embedded."""
+    from modules import images as webui_images
+    from modules import processing, shared
+
+
+    frames = torch.stack([image.detach().float().cpu() for image in images])  # [F, 3, H, W] in [0, 1]
+    uint8 = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    outdir = video_outdir()
+    os.makedirs(outdir, exist_ok=True)
+    number = webui_images.get_next_sequence_number(outdir, "")
+    seed = p.all_seeds[batch_number * p.batch_size] if getattr(p, "all_seeds", None) else p.seed
+    infotext = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds,
+                                          iteration=batch_number, position_in_batch=0)
+    formats = list(request.formats)
+    if shared.opts.data.get("videoelevator_save_frames", False) and "png" not in formats:
+        formats.append("png")
+    crf = int(shared.opts.data.get("videoelevator_crf", 18))
+    return save_video(uint8, os.path.join(outdir, f"{number:05}-{seed}"), formats, fps=request.params.fps,
+                      loop=request.loop, parameters=infotext, crf=crf)

@@ -1,0 +1,61 @@
+"""Refusals every WebUI host shares: the request's own conflicts and whether the motion model
+fits the loaded UNet. Each host adds what only it can check (``hosts.*.refusal_reasons``).
+"""
+from __future__ import annotations
+
+import re
+
+from ..motion import check_fits_unet
+from ..params import ElevatorParams
+from .request import MotionModel
+
+AND_PROMPT = re.compile(r"\bAND\b")
+
+
+def _unet_shape(unet) -> tuple:
+    """(block channels, text width, layers per block) of an ldm-layout UNet (A1111's and Forge's
+    have the same tree), for the motion-module fit check."""
+    channels = tuple(unet.model_channels * mult for mult in unet.channel_mult)
+    text_width = next(m.attn2.to_k.in_features for m in unet.modules() if hasattr(m, "attn2"))
+    return channels, text_width, unet.num_res_blocks[0]
+
+
+def motion_fit_reasons(motion: MotionModel | None, unet) -> list[str]:
+    """Why the motion model cannot run in this ldm-layout UNet (none when it fits or none is chosen)."""
+    if motion is None:
+        return []
+    try:
+        check_fits_unet(motion.info, *_unet_shape(unet))
+    except ValueError as error:
+        return [str(error)]
+    return []
+
+
+def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> list[str]:
+    """What no host can honour, whatever the checkpoint: the request's own conflicts."""
+    reasons = []
+    if motion is None:
+        reasons.append("no motion model selected")
+    prompts = [p.prompt] if isinstance(p.prompt, str) else list(p.prompt)
+    if any(AND_PROMPT.search(prompt) for prompt in prompts):
+        reasons.append("composable 'AND' prompts are not supported (the frames must stay whole groups)")
+    if getattr(p, "enable_hr", False):
+        reasons.append("hires fix is not supported with VideoElevator; upscale the video afterwards")
+    if _animatediff_enabled(p):
+        reasons.append("AnimateDiff is enabled in the same request; both change the UNet and its schedule, "
+                       "so switch one of them off")
+    if motion is not None and motion.info.frame_count_problem(params.frames):
+        reasons.append(motion.info.frame_count_problem(params.frames))
+    return reasons
+
+
+def _animatediff_enabled(p) -> bool:
+    """sd-webui-animatediff's switch: its first argument is an object (UI) or a dict (API) with ``enable``."""
+    runner = getattr(p, "scripts", None)
+    for script in getattr(runner, "alwayson_scripts", ()):
+        if script.title().lower() != "animatediff" or script.args_from is None:
+            continue
+        first = (p.script_args or [None] * (script.args_from + 1))[script.args_from]
+        if first.get("enable", False) if isinstance(first, dict) else getattr(first, "enable", False):
+            return True
+    return False

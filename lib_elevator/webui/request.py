@@ -1,0 +1,94 @@
+"""A VideoElevator request as the WebUI hands it over: the script's arguments from the UI
+(positional) or the API (one dict of schema names), and the errors that make the API answer 422.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..params import ElevatorParams, ParamError, field_specs
+from ..video import FORMATS
+
+SCRIPT_FIELDS = ("enabled", "motion_model", "t2v_lora", "solver", "formats", "loop")
+SOLVERS = ("auto", "ddim", "lcm")
+DEFAULT_FORMATS = ("mp4", "gif")
+
+
+class RefusedError(ValueError):
+    """A request VideoElevator cannot run; raised before anything is changed."""
+
+
+class RequestError(ValueError):
+    """A bad VideoElevator request. ``status_code``/``detail`` make the WebUI API answer HTTP 422."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.status_code = 422
+        self.detail = message
+
+
+@dataclass
+class MotionModel:
+    """What the script resolved for this request: the adapter, what it is, and an optional T2V LoRA."""
+
+    name: str
+    adapter: torch.nn.Module
+    info: object
+    solver: str = "auto"
+    lora: dict | None = None
+    lora_name: str = ""
+
+    @property
+    def resolved_solver(self) -> str:
+        if self.solver != "auto":
+            return self.solver
+        return self.info.default_solver
+
+
+def param_field_names() -> tuple:
+    return tuple(spec.name for spec in field_specs())
+
+
+@dataclass(frozen=True)
+class ElevatorRequest:
+    """The script's arguments: from the UI (positional) or the API (one dict of schema names)."""
+
+    enabled: bool
+    motion_model: str
+    t2v_lora: str
+    solver: str
+    formats: tuple
+    loop: int
+    params: ElevatorParams
+
+    @classmethod
+    def from_script_args(cls, args) -> "ElevatorRequest":
+        if args and isinstance(args[0], dict):
+            values = {"enabled": True, **args[0]}
+        else:
+            values = dict(zip(SCRIPT_FIELDS + param_field_names(), args))
+        known = set(SCRIPT_FIELDS) | set(param_field_names())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise RequestError(f"VideoElevator: unknown field {unknown[0]!r}; known fields are {', '.join(sorted(known))}")
+        try:
+            params = ElevatorParams.from_dict({k: v for k, v in values.items() if k not in SCRIPT_FIELDS})
+        except ParamError as error:
+            raise RequestError(str(error)) from None
+        formats = values.get("formats", DEFAULT_FORMATS)
+        formats = tuple(formats.split(",") if isinstance(formats, str) else formats)
+        bad = [fmt for fmt in formats if fmt not in FORMATS]
+        if bad or not formats:
+            raise RequestError(f"VideoElevator: formats={list(formats)!r} is not allowed; choose from {', '.join(FORMATS)}")
+        solver = values.get("solver", "auto") or "auto"
+        if solver not in SOLVERS:
+            raise RequestError(f"VideoElevator: solver={solver!r} is not allowed; one of {', '.join(SOLVERS)}")
+        loop = values.get("loop", 0)
+        if not isinstance(loop, (int, float)) or isinstance(loop, bool) or loop < 0 or loop != int(loop):
+            raise RequestError(f"VideoElevator: loop={loop!r} is not allowed; a whole number >= 0 (0 = forever)")
+        enabled = values.get("enabled", False)
+        if not isinstance(enabled, bool):
+            raise RequestError(f"VideoElevator: enabled={enabled!r} is not allowed; true or false")
+        return cls(enabled, values.get("motion_model") or "", values.get("t2v_lora") or "", solver, formats,
+                   int(loop), params)

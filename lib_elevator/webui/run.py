@@ -1,0 +1,223 @@
+"""What VideoElevator does the same way on every WebUI host (AUTOMATIC1111 1.9/1.10, Forge 2).
+
+Frames are the WebUI batch. ``p.sample`` is wrapped (never replaced): for its duration the
+sampler the WebUI creates gets ``sample_elevator`` as its k-diffusion function, so the WebUI's
+``CFGDenoiser`` (prompt editing, ControlNet hooks, interrupt, skip, progress, live preview) serves
+both the T2I and the T2V passes, and the user's Schedule type picks the σ ladder. How the UNet is
+patched, how the T2V's σ→t table is swapped and how a single-branch pass is made differ per host:
+``ElevatorRun`` leaves those to ``a1111.A1111Run`` and ``forge.ForgeRun``; ``host_for`` picks one
+by looking at the loaded model (``dispatch.host_for``). WebUI modules are imported inside
+functions only; nothing here runs at import time.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from ..motion.inject import T2VSwitch
+from ..params import ElevatorParams
+from ..sampler import PassCounter, sample_elevator
+from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
+from .request import MotionModel
+
+NOISE_SEED_SALT = 0x5EED_E1E7
+
+
+class CondCapture:
+    """Keeps the conditional branch's x̂0 of the CFGDenoiser's last call while armed, so the
+    correction can reuse the main call's conditional half. Each host feeds ``record``."""
+
+    def __init__(self):
+        self.armed = False
+        self.rows = None
+
+    def record(self, rows) -> None:
+        if self.armed:
+            self.rows = rows
+
+    @contextmanager
+    def recording(self):
+        self.armed, self.rows = True, None
+        try:
+            yield self
+        finally:
+            self.armed = False
+
+
+def raise_if_interrupted() -> None:
+    from modules import sd_samplers_common, shared
+
+    if shared.state.interrupted or shared.state.skipped:
+        raise sd_samplers_common.InterruptedException
+
+
+@dataclass
+class WebUIDenoiser:
+    """The WebUI's ``CFGDenoiser`` as a ``sample_elevator`` denoiser.
+
+    CFG calls go through the CFGDenoiser itself (with its step reset to the current T2I step, for
+    prompt editing); single-branch calls (correction, inversion) go to the host's
+    ``single_branch(x, σ, "cond"|"uncond", step)``, one F-frame pass each.
+    """
+
+    model: object
+    extra_args: dict
+    schedule: VPSchedule
+    frames: int
+    single_branch: object
+    capture: CondCapture
+    solver: str = "ddim"
+    cond_scale: float | None = None
+    around_call: object = nullcontext  # a context for every model call (the T2V's switches)
+    step: int = 0
+
+    def begin_step(self, k: int) -> None:
+        self.step = k
+
+    def _sigma_in(self, x, sigma):
+        return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
+
+    def guided(self, x, sigma):
+        args = dict(self.extra_args)
+        if self.cond_scale is not None:
+            args["cond_scale"] = self.cond_scale
+        self.model.step = self.step
+        with self.around_call(), self.capture.recording() as capture:
+            denoised = self.model(x, self._sigma_in(x, sigma), **args)
+        cond_rows = capture.rows[: self.frames] if capture.rows is not None else None
+        return denoised, cond_rows
+
+    def _branch(self, x, sigma, conditioning):
+        raise_if_interrupted()
+        with self.around_call():
+            return self.single_branch(x, self._sigma_in(x, sigma), conditioning, self.step)
+
+    def conditional(self, x, sigma):
+        return self._branch(x, sigma, "cond")
+
+    def unconditional(self, x, sigma):
+        return self._branch(x, sigma, "uncond")
+
+
+@dataclass
+class ElevatorRun:
+    """One ``p.sample`` call with VideoElevator: installs every patch, samples, removes them.
+
+    A host subclass says how: ``_install`` (patches entered on the ExitStack, so all are removed
+    in ``finally``), ``t2i_schedule``, ``t2v_call`` (the context around every T2V call) and
+    ``single_branch``. ``before_sampling`` runs from the script's ``process_before_every_sampling``.
+    """
+
+    p: object
+    params: ElevatorParams
+    motion: MotionModel
+    seeds: list
+    counter: PassCounter = field(default_factory=PassCounter)
+    switch: T2VSwitch = field(init=False)
+
+    def __post_init__(self):
+        self.switch = T2VSwitch(self.params.frames)
+
+    def _install(self, patches: ExitStack) -> None:
+        raise NotImplementedError
+
+    def t2i_schedule(self) -> VPSchedule:
+        raise NotImplementedError
+
+    def t2v_call(self, model):
+        """A context manager for one T2V call of the CFGDenoiser ``model``."""
+        raise NotImplementedError
+
+    def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):
+        raise NotImplementedError
+
+    @property
+    def capture(self) -> CondCapture:
+        raise NotImplementedError
+
+    def before_sampling(self, p) -> None:
+        """Nothing to do by default: A1111 patches in ``installed``."""
+
+    def check_ready(self, model) -> None:
+        """Raise if a patch the host applies late is missing when sampling starts."""
+
+    def sampler_function(self):
+        """The k-diffusion sampler function the WebUI's ``KDiffusionSampler`` will call."""
+        run = self
+
+        def sample_videoelevator(model, x, sigmas, extra_args=None, callback=None, disable=None):
+            from modules import shared
+
+            run.check_ready(model)
+            frames = run.params.frames
+            extra = extra_args or {}
+            generator = torch.Generator("cpu").manual_seed((int(run.seeds[0]) ^ NOISE_SEED_SALT) & 0xFFFFFFFF)
+            sigma_max = float(sigmas[0])
+            noise_scale = (1 + sigma_max**2) ** 0.5 if shared.opts.sgm_noise_multiplier else sigma_max
+            x = _mixed_prior(x, run.params.noise_alpha, noise_scale, generator)
+
+            def branch(x_in, sigma_in, conditioning, step):
+                return run.single_branch(model, extra, x_in, sigma_in, conditioning, step)
+
+            t2i = WebUIDenoiser(model, extra, run.t2i_schedule(), frames, branch, run.capture)
+            t2v = WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, branch, run.capture,
+                                run.motion.resolved_solver, cond_scale=run.params.t2v_cfg_scale,
+                                around_call=lambda: run.t2v_call(model))
+
+            def noise(sigma, sigma_next):
+                return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+
+            shared.state.textinfo = "VideoElevator"
+            return sample_elevator(t2i, t2v, x, sigmas, run.params, callback=callback, disable=disable,
+                                   noise_sampler=noise, counter=run.counter)
+
+        return sample_videoelevator
+
+    @contextmanager
+    def installed(self):
+        """Every patch for this sampling call, removed in ``finally`` (the ExitStack unwinds all)."""
+        from modules import sd_samplers
+
+        with ExitStack() as patches:
+            self._install(patches)
+            patches.enter_context(_patched(sd_samplers, "create_sampler", _elevator_sampler_factory(
+                sd_samplers.create_sampler, self.sampler_function())))
+            yield
+
+
+@contextmanager
+def _patched(owner, name, value):
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _elevator_sampler_factory(create_sampler, function):
+    """``create_sampler`` that returns a plain k-diffusion sampler running our function.
+
+    The elevator makes its own DDIM-equivalent σ-space steps, so only the sampler's σ ladder (the
+    user's Schedule type) matters. Samplers in another convention (DDIM/PLMS/UniPC work in
+    timesteps, LCM has its own denoiser) are swapped for Euler's k-diffusion sampler.
+    """
+    def create(name, model):
+        from modules import sd_samplers_kdiffusion
+
+        sampler = create_sampler(name, model)
+        if type(sampler) is not sd_samplers_kdiffusion.KDiffusionSampler:
+            sampler = create_sampler("Euler", model)
+        sampler.func = function
+        return sampler
+    return create
+
+
+def _mixed_prior(x: torch.Tensor, alpha: float, noise_scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Turn the WebUI's per-frame noise x = r·s (s: the sampler's noise scale) into the mixed prior
+    z = (α·b + r)/√(1+α²), with b shared by all frames, keeping the scale."""
+    scale = (1.0 + alpha**2) ** -0.5
+    shared_noise = torch.randn((1, *x.shape[1:]), generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+    return shared_noise * (alpha * scale * noise_scale) + x * scale
