@@ -50,6 +50,7 @@ def layout(kind: str, scale: int = 1) -> list[Entry]:
         "hotshot_temporal_attentions": _motion_module_layout,
         "kohya_lora": _kohya_lora_layout,
         "attention_processor_lora": _processor_lora_layout,
+        "motion_module_lora": _motion_lora_layout,
     }[kind_spec["layout"]]
     entries = build(kind_spec, scale)
     return sorted(entries, key=lambda e: e.name) if kind_spec["container"] == "safetensors" else entries
@@ -68,25 +69,30 @@ def _shape(expression: str, channels: int, length: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _motion_module_layout(kind_spec: dict, scale: int) -> list[Entry]:
+def _motion_modules(kind_spec: dict, scale: int):
+    """(path prefix, channels) of every motion module in state_dict order: down blocks, up blocks, mid block."""
     levels = spec()["unet_levels"][kind_spec["base_model"]]
     channels = [c // scale for c in levels["block_channels"]]
     blocks = [(f"down_blocks.{i}", c, levels["modules_per_down_block"]) for i, c in enumerate(channels)]
     blocks += [(f"up_blocks.{i}", c, levels["modules_per_up_block"]) for i, c in enumerate(reversed(channels))]
     if kind_spec["mid_block"]:
         blocks.append(("mid_block", channels[-1], 1))
-    entries = []
     for block, width, count in blocks:
         for j in range(count):
-            module_path = f"{block}.{kind_spec['module_path'].format(j=j)}"
-            for suffix, expression in spec()["motion_module_template"]["keys"]:
-                is_pe = suffix.endswith("pos_encoder.pe")
-                if is_pe and not kind_spec["pe_stored"]:
-                    continue
-                if is_pe:
-                    suffix = suffix.replace("pos_encoder.pe", kind_spec["pe_name"])
-                shape = _shape(expression, width, kind_spec["pe_length"])
-                entries.append(Entry(module_path + suffix, shape, kind_spec["dtype"]))
+            yield f"{block}.{kind_spec['module_path'].format(j=j)}", width
+
+
+def _motion_module_layout(kind_spec: dict, scale: int) -> list[Entry]:
+    entries = []
+    for module_path, width in _motion_modules(kind_spec, scale):
+        for suffix, expression in spec()["motion_module_template"]["keys"]:
+            is_pe = suffix.endswith("pos_encoder.pe")
+            if is_pe and not kind_spec["pe_stored"]:
+                continue
+            if is_pe:
+                suffix = suffix.replace("pos_encoder.pe", kind_spec["pe_name"])
+            shape = _shape(expression, width, kind_spec["pe_length"])
+            entries.append(Entry(module_path + suffix, shape, kind_spec["dtype"]))
     return entries
 
 
@@ -138,6 +144,21 @@ def _processor_lora_layout(kind_spec: dict, scale: int) -> list[Entry]:
             Entry(f"{base}.down.weight", (rank, layer.in_features), dtype),
             Entry(f"{base}.up.weight", (layer.out_features, rank), dtype),
         ]
+    return entries
+
+
+def _motion_lora_layout(kind_spec: dict, scale: int) -> list[Entry]:
+    """AnimateDiff v2 motion LoRAs: a rank-r pair on each temporal attention projection of every module."""
+    template = spec()["motion_lora_template"]
+    rank, dtype = kind_spec["rank"] // scale, kind_spec["dtype"]
+    entries = []
+    for module_path, width in _motion_modules(kind_spec, scale):
+        for attention in range(template["attentions"]):
+            for projection in template["projections"]:
+                base = f"{module_path}transformer_blocks.0.attention_blocks.{attention}.processor.to_{projection}_lora"
+                entries += [Entry(f"{base}.down.weight", (rank, width), dtype), Entry(f"{base}.up.weight", (width, rank), dtype)]
+    if kind_spec["naming"] == "diffusers":
+        entries = [Entry("unet." + diffusers_name(e.name), e.shape, e.dtype) for e in entries]
     return entries
 
 

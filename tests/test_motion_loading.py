@@ -19,6 +19,7 @@ from lib_elevator.motion import (
     MotionKind,
     MotionModelError,
     check_fits_unet,
+    describe_motion_lora,
     describe_motion_module,
     load_motion_adapter,
     load_weights_file,
@@ -44,6 +45,10 @@ UNSUPPORTED = {
     "animatediff_v3_adapter_lora": r"LoRA .* v3 domain adapter",
 }
 NOT_SUPPORTED_YET = r"not supported as a motion module \(yet\)"
+# kind -> layout the motion-LoRA detector reports
+MOTION_LORAS = {"animatediff_v2_motion_lora": "original", "animatediff_v2_motion_lora_diffusers": "diffusers"}
+NOT_A_MOTION_MODULE = r"motion LoRA \(an AnimateDiff v2 camera-motion LoRA.*not a motion module"
+V2_MOTION_LORA_LAYERS = 21 * 2 * 4
 
 
 @pytest.fixture(scope="session")
@@ -192,6 +197,24 @@ def test_truncated_file_is_reported_as_damaged(written, tmp_path, suffix):
         load_motion_adapter(path)
 
 
+def assert_motion_lora_fits(info, adapter, layout: str, rank: int) -> None:
+    """Every LoRA pair names a Linear of the v2 adapter with the LoRA's width on both sides."""
+    assert (info.layout, info.rank, len(info.pairs)) == (layout, rank, V2_MOTION_LORA_LAYERS)
+    layers = dict(adapter.named_modules())
+    for layer, width in info.widths.items():
+        assert (layers[layer].in_features, layers[layer].out_features) == (width, width), layer
+
+
+@pytest.mark.parametrize("kind", MOTION_LORAS)
+def test_motion_loras_are_detected_from_their_keys_and_refused_as_motion_modules(written, kind):
+    path, tensors = written(kind, native_suffix(kind))
+    with pytest.raises(MotionModelError, match=NOT_A_MOTION_MODULE) as refusal:
+        load_motion_adapter(path)
+    assert path.name in str(refusal.value)
+    adapter, _ = load_motion_adapter(written("animatediff_v2", ".ckpt")[0])
+    assert_motion_lora_fits(describe_motion_lora(tensor_shapes(tensors)), adapter, MOTION_LORAS[kind], rank=6)
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
 def test_empty_file_is_reported_as_damaged(tmp_path, suffix):
     path = tmp_path / f"empty{suffix}"
@@ -297,6 +320,12 @@ def test_folders_that_are_not_motion_adapters_are_explained(tmp_path, config, me
 
 def assert_full_size_layout_is_understood(kind: str, shapes) -> None:
     """Detection and the strict-load layout check, on shapes only (the adapter lives on the meta device)."""
+    if kind in MOTION_LORAS:
+        with pytest.raises(MotionModelError, match=NOT_A_MOTION_MODULE):
+            describe_motion_module(shapes)
+        adapter = empty_motion_adapter(describe_motion_module(full_size_shapes("animatediff_v2")))
+        assert_motion_lora_fits(describe_motion_lora(shapes), adapter, MOTION_LORAS[kind], rank=64)
+        return
     if kind in UNSUPPORTED:
         with pytest.raises(MotionModelError, match=NOT_SUPPORTED_YET):
             describe_motion_module(shapes)

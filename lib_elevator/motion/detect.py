@@ -34,6 +34,13 @@ _DIFFUSERS_NAMING = re.compile(r"\.motion_modules\.\d+\.(?:norm|proj_in|proj_out
 _HOTSHOT_NAMING = re.compile(r"\.temporal_attentions\.\d+\.")
 _PROCESSOR_LORA = re.compile(r"\.processor\.to_(?:q|k|v|out)_lora\.(?:down|up)\.")
 _ANY_LORA = re.compile(r"(?:^|[._])lora[._]")
+# AnimateDiff v2 camera-motion LoRAs, original naming and diffusers' converted copies ('unet.' prefix).
+_MOTION_LORA_KEY = re.compile(
+    r"^(?P<diffusers>unet\.)?(?P<block>(?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(?P<module>\d+)\."
+    r"(?:temporal_transformer\.transformer_blocks\.0\.attention_blocks\.(?P<attention>[01])"
+    r"|transformer_blocks\.0\.attn(?P<diffusers_attention>[12]))"
+    r"\.processor\.to_(?P<projection>q|k|v|out)_lora\.(?P<side>down|up)\.weight$"
+)
 
 
 class MotionKind(Enum):
@@ -140,6 +147,11 @@ def describe_motion_module(shapes: Mapping[str, Sequence[int]]) -> MotionModuleI
 def refuse_other_formats(names) -> None:
     """Name the look-alike files users pick by mistake: Hotshot-XL, LoRAs, diffusers weights."""
     names = list(names)
+    if any(_MOTION_LORA_KEY.match(name) for name in names):
+        raise MotionModelError(
+            "It is a motion LoRA (an AnimateDiff v2 camera-motion LoRA like v2_lora_ZoomIn.ckpt), not a motion "
+            "module: pick an AnimateDiff v2 motion module as the motion model and add the LoRA as a motion LoRA."
+        )
     for pattern, explanation in _LOOK_ALIKES:
         if any(pattern.search(name) for name in names):
             raise MotionModelError(explanation)
@@ -160,6 +172,53 @@ _LOOK_ALIKES = (  # checked in this order: the first match explains the file
      "It holds diffusers MotionAdapter weights, which need their config.json; "
      "choose the folder that contains both files instead of the weights file."),
 )
+
+
+@dataclass(frozen=True)
+class MotionLoraInfo:
+    """A motion LoRA's layout and what it adapts.
+
+    ``pairs`` maps each adapted layer, named as in diffusers' ``MotionAdapter``
+    (``down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q``), to the file's
+    (down, up) key names; ``widths`` gives that layer's channels.
+    """
+
+    layout: str
+    rank: int
+    pairs: dict[str, tuple[str, str]]
+    widths: dict[str, int]
+
+    @property
+    def label(self) -> str:
+        return f"AnimateDiff v2 motion LoRA ({self.layout} layout)"
+
+
+def describe_motion_lora(shapes: Mapping[str, Sequence[int]]) -> MotionLoraInfo:
+    """Describe an AnimateDiff v2 motion LoRA from its tensor names and shapes, or refuse the file."""
+    halves: dict[str, dict[str, str]] = {}
+    layouts, ranks, widths = set(), set(), {}
+    for name, shape in shapes.items():
+        match = _MOTION_LORA_KEY.match(name)
+        if match is None:
+            raise MotionModelError(f"It is not an AnimateDiff motion LoRA: {name!r} is not a motion-module LoRA weight.")
+        attention = match["diffusers_attention"] or str(int(match["attention"]) + 1)
+        projection = "to_out.0" if match["projection"] == "out" else f"to_{match['projection']}"
+        layer = f"{match['block']}.motion_modules.{match['module']}.transformer_blocks.0.attn{attention}.{projection}"
+        halves.setdefault(layer, {})[match["side"]] = name
+        layouts.add("diffusers" if match["diffusers"] else "original")
+        rank, width = (shape[0], shape[1]) if match["side"] == "down" else (shape[1], shape[0])
+        ranks.add(int(rank))
+        widths[layer] = int(width)
+    if not halves:
+        raise MotionModelError("It holds no motion-LoRA weights.")
+    incomplete = sorted(layer for layer, pair in halves.items() if set(pair) != {"down", "up"})
+    if incomplete or len(ranks) != 1 or len(layouts) != 1:
+        raise MotionModelError(
+            "Its motion-LoRA weights are incomplete or inconsistent "
+            f"(unpaired: {incomplete[:1] or 'none'}, ranks {sorted(ranks)}, layouts {sorted(layouts)})."
+        )
+    pairs = {layer: (pair["down"], pair["up"]) for layer, pair in halves.items()}
+    return MotionLoraInfo(layout=layouts.pop(), rank=ranks.pop(), pairs=pairs, widths=widths)
 
 
 def motion_module_channels(shapes: Mapping[str, Sequence[int]]) -> dict[tuple[str, int], dict[int, int]]:
