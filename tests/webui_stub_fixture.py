@@ -11,7 +11,7 @@ not a conftest, so it only affects the tests that import it). Each test gets:
   optimization applied to ldm's ``CrossAttention`` (as A1111 does at model load);
 
 and afterwards every ``modules*``/``k_diffusion*`` module is removed from ``sys.modules``, the torch and
-ldm class patches are undone, ``sys.path`` and the environment are restored.
+ldm class patches (and ``modules.safe``'s ``torch.load`` replacement) are undone, ``sys.path`` and the environment are restored.
 
 The fixture yields a ``WebUI`` helper (below): attribute access imports stand-in modules
 (``webui.shared``, ``webui.processing`` …), ``webui.sd_model``/``webui.unet``, ``webui.txt2img(...)``
@@ -193,6 +193,8 @@ def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny
             stub_lora.uninstall()
         if forge_unet is not None:
             forge_unet.uninstall()
+        if "modules.safe" in sys.modules:
+            sys.modules["modules.safe"].uninstall()
         _purge_stub_modules()
         sys.path[:] = saved_path
         for key, value in saved_env.items():

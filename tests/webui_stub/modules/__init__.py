@@ -11,6 +11,7 @@ what is faithful and what is simplified.
 Module → A1111 file it mirrors
 - ``paths``                      modules/paths.py, paths_internal.py (rooted at ``$WEBUI_STUB_DATA_DIR``)
 - ``errors``                     modules/errors.py (+ ``errors.reported``: every reported exception)
+- ``safe``                       modules/safe.py (replaces ``torch.load`` with a checking wrapper; A1111 host only)
 - ``devices``                    modules/devices.py (CPU, float32, no autocast)
 - ``options``, ``shared_options`` modules/options.py, shared_options.py (subset of settings, 1.10.1 defaults)
 - ``shared_cmd_options``,
