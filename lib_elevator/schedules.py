@@ -77,6 +77,7 @@ class VPSchedule:
 
 SD_SCHEDULE = VPSchedule.from_betas("sd", "scaled_linear", 0.00085, 0.012)
 ANIMATEDIFF_SCHEDULE = VPSchedule.from_betas("animatediff", "linear", 0.00085, 0.012)
+ANIMATEDIFF_SDXL_SCHEDULE = VPSchedule.from_betas("animatediff-sdxl", "scaled_linear", 0.00085, 0.020)
 LAVIE_SCHEDULE = VPSchedule.from_betas("lavie", "linear", 0.0001, 0.02)
 
 

@@ -68,6 +68,29 @@ VAE_CONFIG = dict(
     scaling_factor=0.18215,
 )
 
+SDXL_BLOCK_CHANNELS = (32, 64, 128)  # SDXL's 320/640/1280 divided by 10
+SDXL_TIME_ID_DIM = 8
+SDXL_UNET2D_CONFIG = dict(
+    sample_size=8,
+    in_channels=LATENT_CHANNELS,
+    out_channels=LATENT_CHANNELS,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=SDXL_BLOCK_CHANNELS,
+    layers_per_block=2,
+    transformer_layers_per_block=(1, 1, 2),
+    cross_attention_dim=2 * TEXT_DIM,
+    attention_head_dim=(2, 4, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=SDXL_TIME_ID_DIM,
+    projection_class_embeddings_input_dim=TEXT_DIM + 6 * SDXL_TIME_ID_DIM,
+    norm_num_groups=32,
+)
+"""SDXL's structure at toy width: 3 levels, no attention on the first, 2 layers per level, several
+transformer blocks per attention on the deepest level, two concatenated text encoders (context
+2×32) with the second one's pooled embedding and the six size/crop ids as added conditioning."""
+
 CLIP_TEXT_CONFIG = dict(
     hidden_size=TEXT_DIM,
     intermediate_size=37,
@@ -104,6 +127,31 @@ def tiny_unet2d(seed: int = 1):
     return randomize_weights(UNet2DConditionModel(**UNET2D_CONFIG), seed).eval()
 
 
+def tiny_sdxl_unet2d(seed: int = 11):
+    from diffusers import UNet2DConditionModel
+
+    return randomize_weights(UNet2DConditionModel(**SDXL_UNET2D_CONFIG), seed).eval()
+
+
+def tiny_sdxl_motion_adapter(kind: str = "animatediff_sdxl_beta", seed: int = 12):
+    """A motion model in an SDXL layout (AnimateDiff-SDXL beta or Hotshot-XL) at toy width, and what it is.
+
+    Built by the same code as a loaded file of that kind, so Hotshot-XL's per-frame norms come with it.
+    """
+    from .motion.convert import motion_adapter_for
+    from .motion.detect import MotionKind, MotionModuleInfo, SDXL_KIND_BY_NAMING_AND_STORED_PE
+
+    motion_kind = MotionKind(kind)
+    (_, pe_length), = [key for key, value in SDXL_KIND_BY_NAMING_AND_STORED_PE.items() if value is motion_kind]
+    info = MotionModuleInfo(
+        kind=motion_kind, base_model="SDXL", block_out_channels=SDXL_BLOCK_CHANNELS,
+        motion_modules_per_down_block=2, motion_modules_per_up_block=3, has_mid_block=False,
+        positional_encoding_length=pe_length, positional_encoding_stored=True, attention_heads=8,
+        unet_cross_attention_dim=None,
+    )
+    return randomize_weights(motion_adapter_for(info, device="cpu"), seed).eval(), info
+
+
 def tiny_motion_adapter(seed: int = 2, **overrides):
     from diffusers import MotionAdapter
 
@@ -138,8 +186,9 @@ def tiny_tokenizer():
         return CLIPTokenizer.from_pretrained(folder, model_max_length=77)
 
 
-def tiny_text_encoder(tokenizer, seed: int = 5):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_text_encoder(tokenizer, seed: int = 5, with_projection: bool = False):
+    """A tiny CLIP text encoder; ``with_projection`` gives SDXL's second encoder (pooled ``text_embeds``)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
@@ -148,7 +197,8 @@ def tiny_text_encoder(tokenizer, seed: int = 5):
         pad_token_id=tokenizer.pad_token_id,
         **CLIP_TEXT_CONFIG,
     )
-    return randomize_weights(CLIPTextModel(config), seed).eval()
+    model_class = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return randomize_weights(model_class(config), seed).eval()
 
 
 @dataclass
@@ -161,6 +211,31 @@ class TinyModels:
     text_encoder: torch.nn.Module
     motion_adapter: torch.nn.Module
     unet3d: torch.nn.Module
+
+
+@dataclass
+class TinySDXLModels:
+    """An SDXL-shaped T2I (two text encoders) and a motion model in an SDXL layout, at toy size."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    tokenizers: tuple
+    text_encoders: tuple
+    motion_adapter: torch.nn.Module
+    motion_info: object
+
+
+def tiny_sdxl_models(motion_kind: str = "animatediff_sdxl_beta") -> TinySDXLModels:
+    tokenizer = tiny_tokenizer()
+    adapter, info = tiny_sdxl_motion_adapter(motion_kind)
+    return TinySDXLModels(
+        unet=tiny_sdxl_unet2d(),
+        vae=tiny_vae(),
+        tokenizers=(tokenizer, tokenizer),
+        text_encoders=(tiny_text_encoder(tokenizer, seed=13), tiny_text_encoder(tokenizer, seed=14, with_projection=True)),
+        motion_adapter=adapter,
+        motion_info=info,
+    )
 
 
 def tiny_models() -> TinyModels:

@@ -217,6 +217,7 @@ def truncated_copy(source: Path, target: Path) -> Path:
 
 _DIFFUSERS_RENAMES = (
     (".temporal_transformer.", "."),
+    (".temporal_attentions.", ".motion_modules."),
     (".attention_blocks.0.", ".attn1."),
     (".attention_blocks.1.", ".attn2."),
     (".norms.0.", ".norm1."),

@@ -24,23 +24,27 @@ from lib_elevator.motion import (
     load_motion_adapter,
     load_weights_file,
 )
+from lib_elevator.motion.detect import animatediff_naming
 from lib_elevator.motion.convert import diffusers_entries, empty_motion_adapter, layout_problems, tensor_shapes
 
 SHARED_LAYOUTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "motion_module_layouts.json"
 SD15_CHANNELS = (320, 640, 1280, 1280)
 TINY_SD15_CHANNELS = (32, 64, 128, 128)
+SDXL_CHANNELS = (320, 640, 1280)
+# base model -> (full-size block channels, text width)
+BASE_SHAPES = {"SD1.5": (SD15_CHANNELS, 768), "SDXL": (SDXL_CHANNELS, 2048)}
 
-# kind -> (detected kind, has mid block, pe rows, pe stored)
+# kind -> (detected kind, has mid block, pe rows, pe stored, base model)
 SUPPORTED = {
-    "animatediff_v1": (MotionKind.ANIMATEDIFF_V1, False, 24, True),
-    "animatediff_v2": (MotionKind.ANIMATEDIFF_V2, True, 32, True),
-    "animatediff_v3": (MotionKind.ANIMATEDIFF_V3, False, 32, True),
-    "animatelcm_t2v": (MotionKind.ANIMATELCM_T2V, True, 64, False),
+    "animatediff_v1": (MotionKind.ANIMATEDIFF_V1, False, 24, True, "SD1.5"),
+    "animatediff_v2": (MotionKind.ANIMATEDIFF_V2, True, 32, True, "SD1.5"),
+    "animatediff_v3": (MotionKind.ANIMATEDIFF_V3, False, 32, True, "SD1.5"),
+    "animatelcm_t2v": (MotionKind.ANIMATELCM_T2V, True, 64, False, "SD1.5"),
+    "animatediff_sdxl_beta": (MotionKind.ANIMATEDIFF_SDXL_BETA, False, 32, True, "SDXL"),
+    "hotshotxl": (MotionKind.HOTSHOT_XL, False, 24, True, "SDXL"),
 }
 # kind -> what the refusal must name
 UNSUPPORTED = {
-    "animatediff_sdxl_beta": r"AnimateDiff SDXL motion module",
-    "hotshotxl": r"Hotshot-XL",
     "animatelcm_t2v_lora": r"LoRA for the image UNet \(like AnimateLCM",
     "animatediff_v3_adapter_lora": r"LoRA .* v3 domain adapter",
 }
@@ -93,16 +97,16 @@ def test_each_supported_kind_is_detected_and_loaded_intact(written, kind, suffix
     path, tensors = written(kind, suffix)
     adapter, info = load_motion_adapter(path)
 
-    expected_kind, has_mid_block, pe_length, pe_stored = SUPPORTED[kind]
+    expected_kind, has_mid_block, pe_length, pe_stored, base_model = SUPPORTED[kind]
     assert info.kind is expected_kind
     assert (info.has_mid_block, info.positional_encoding_length, info.positional_encoding_stored) == (
         has_mid_block,
         pe_length,
         pe_stored,
     )
-    assert info.block_out_channels == TINY_SD15_CHANNELS
+    assert info.block_out_channels == tuple(c // motion_files.TINY_SCALE for c in BASE_SHAPES[base_model][0])
     assert (info.motion_modules_per_down_block, info.motion_modules_per_up_block) == (2, 3)
-    assert (info.base_model, info.attention_heads, info.unet_cross_attention_dim) == ("SD1.5", 8, None)
+    assert (info.base_model, info.attention_heads, info.unet_cross_attention_dim) == (base_model, 8, None)
     assert (adapter.mid_block is not None) == has_mid_block
     assert_adapter_holds(adapter, tensors)
 
@@ -332,9 +336,9 @@ def assert_full_size_layout_is_understood(kind: str, shapes) -> None:
         return
     info = describe_motion_module(shapes)
     assert info.kind is SUPPORTED[kind][0]
-    assert (info.block_out_channels, info.unet_cross_attention_dim) == (SD15_CHANNELS, 768)
+    assert (info.block_out_channels, info.unet_cross_attention_dim) == BASE_SHAPES[SUPPORTED[kind][4]]
     adapter = empty_motion_adapter(info)
-    assert layout_problems(tensor_shapes(adapter.state_dict()), diffusers_entries(shapes)) is None
+    assert layout_problems(tensor_shapes(adapter.state_dict()), diffusers_entries(animatediff_naming(shapes))) is None
 
 
 @pytest.mark.parametrize("kind", motion_files.kinds())

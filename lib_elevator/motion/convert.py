@@ -9,6 +9,7 @@ the file's tensors as they are (``assign=True``), so a 1.8 GB module is held onc
 The only entries a file may lack are diffusers' ``pos_embed.pe`` buffers: diffusers rebuilds them
 from the sinusoid formula and its converter drops the file's ``pos_encoder.pe`` copies. Where a file
 stores them they are checked to be that same table, so nothing stored is silently replaced.
+Hotshot-XL files are renamed to AnimateDiff's naming first; their temporal norms work per frame.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_t
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from diffusers.utils import is_accelerate_available
 
-from .detect import MotionModuleInfo, describe_diffusers_config, describe_motion_module
+from .detect import MotionKind, MotionModuleInfo, animatediff_naming, describe_diffusers_config, describe_motion_module
+from .groupnorm import per_frame_norms
 from .errors import MotionModelError
 from .safe_load import load_weights_file
 
@@ -86,12 +88,21 @@ def layout_problems(expected: Mapping[str, Sequence[int]], given: Mapping[str, S
 
 def empty_motion_adapter(info: MotionModuleInfo) -> MotionAdapter:
     """The adapter's structure without memory behind it (meta device)."""
-    with torch.device("meta"):
-        return MotionAdapter(**motion_adapter_config(info))
+    return motion_adapter_for(info, device="meta")
+
+
+def motion_adapter_for(info: MotionModuleInfo, device="meta") -> MotionAdapter:
+    """A ``MotionAdapter`` with ``info``'s structure on ``device``; Hotshot-XL's temporal norms work per frame."""
+    with torch.device(device):
+        adapter = MotionAdapter(**motion_adapter_config(info))
+        if info.kind is MotionKind.HOTSHOT_XL:
+            per_frame_norms(adapter)
+        return adapter
 
 
 def adapter_from_checkpoint(state: Mapping[str, torch.Tensor], info: MotionModuleInfo) -> MotionAdapter:
     """Load original-layout weights strictly into a ``MotionAdapter`` built for ``info``."""
+    state = animatediff_naming(state)
     converted = diffusers_entries(state)
     adapter = empty_motion_adapter(info)
     problems = layout_problems(tensor_shapes(adapter.state_dict()), tensor_shapes(converted))

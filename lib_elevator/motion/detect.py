@@ -3,8 +3,10 @@
 Released AnimateDiff-family files differ only in structure: v2 and AnimateLCM add a mid-block
 motion module, v1 and v3 have identical names and differ only in the length of the stored
 positional-encoding tables (24 vs 32 rows), and AnimateLCM stores no tables at all (its code
-hard-codes 64 rows). SDXL modules have three UNet levels instead of four. Detection works on
-``name -> shape`` so it can run on full-size layouts without allocating them.
+hard-codes 64 rows). SDXL modules have three UNet levels instead of four: AnimateDiff-SDXL (beta)
+uses AnimateDiff's naming with 32-row tables, Hotshot-XL its own naming (``temporal_attentions``)
+with 24-row tables, renamed here to AnimateDiff's. Detection works on ``name -> shape`` so it can
+run on full-size layouts without allocating them.
 """
 from __future__ import annotations
 
@@ -13,16 +15,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from ..schedules import ANIMATEDIFF_SCHEDULE, ANIMATEDIFF_SDXL_SCHEDULE, SD_SCHEDULE, VPSchedule
 from .errors import MotionModelError
 
 RELEASED_ATTENTION_HEADS = 8
 SD15_BLOCK_CHANNELS = (320, 640, 1280, 1280)
 BASE_MODEL_BY_LEVELS = {4: "SD1.5", 3: "SDXL"}
-TEXT_WIDTH_BY_BASE_CHANNELS = {("SD1.5", SD15_BLOCK_CHANNELS): 768}
+SDXL_BLOCK_CHANNELS = (320, 640, 1280)
+TEXT_WIDTH_BY_BASE_CHANNELS = {("SD1.5", SD15_BLOCK_CHANNELS): 768, ("SDXL", SDXL_BLOCK_CHANNELS): 2048}
 KNOWN_UNETS = {
     (SD15_BLOCK_CHANNELS, 768): "SD1.5",
     (SD15_BLOCK_CHANNELS, 1024): "SD2",
-    ((320, 640, 1280), 2048): "SDXL",
+    (SDXL_BLOCK_CHANNELS, 2048): "SDXL",
 }
 
 _MOTION_KEY = re.compile(
@@ -31,7 +35,8 @@ _MOTION_KEY = re.compile(
 )
 _STORED_PE = re.compile(r"^transformer_blocks\.\d+\.attention_blocks\.\d+\.pos_encoder\.pe$")
 _DIFFUSERS_NAMING = re.compile(r"\.motion_modules\.\d+\.(?:norm|proj_in|proj_out|transformer_blocks)\.")
-_HOTSHOT_NAMING = re.compile(r"\.temporal_attentions\.\d+\.")
+_HOTSHOT_NAMING = re.compile(r"\.temporal_attentions\.(\d+)\.")
+_HOTSHOT_PE = "pos_encoder.positional_encoding"
 _PROCESSOR_LORA = re.compile(r"\.processor\.to_(?:q|k|v|out)_lora\.(?:down|up)\.")
 _ANY_LORA = re.compile(r"(?:^|[._])lora[._]")
 # AnimateDiff v2 camera-motion LoRAs, original naming and diffusers' converted copies ('unet.' prefix).
@@ -50,6 +55,8 @@ class MotionKind(Enum):
     ANIMATEDIFF_V2 = "animatediff_v2"
     ANIMATEDIFF_V3 = "animatediff_v3"
     ANIMATELCM_T2V = "animatelcm_t2v"
+    ANIMATEDIFF_SDXL_BETA = "animatediff_sdxl_beta"
+    HOTSHOT_XL = "hotshotxl"
     DIFFUSERS = "diffusers"
 
     @property
@@ -62,6 +69,8 @@ _KIND_LABELS = {
     MotionKind.ANIMATEDIFF_V2: "AnimateDiff v2",
     MotionKind.ANIMATEDIFF_V3: "AnimateDiff v3",
     MotionKind.ANIMATELCM_T2V: "AnimateLCM",
+    MotionKind.ANIMATEDIFF_SDXL_BETA: "AnimateDiff-SDXL (beta)",
+    MotionKind.HOTSHOT_XL: "Hotshot-XL",
     MotionKind.DIFFUSERS: "diffusers MotionAdapter",
 }
 
@@ -71,6 +80,17 @@ KIND_BY_MID_BLOCK_AND_STORED_PE = {
     (False, 32): MotionKind.ANIMATEDIFF_V3,
     (True, 32): MotionKind.ANIMATEDIFF_V2,
     (True, None): MotionKind.ANIMATELCM_T2V,
+}
+# (Hotshot's own naming, stored positional-encoding rows) -> SDXL kind; neither has a mid-block module.
+SDXL_KIND_BY_NAMING_AND_STORED_PE = {
+    (False, 32): MotionKind.ANIMATEDIFF_SDXL_BETA,
+    (True, 24): MotionKind.HOTSHOT_XL,
+}
+# The β schedule each motion model was trained with (see shared/data/motion_module_layouts.json):
+# SD1.5 modules plain linear, AnimateDiff-SDXL scaled_linear to 0.020, Hotshot-XL SDXL's own.
+SCHEDULE_BY_KIND = {
+    MotionKind.ANIMATEDIFF_SDXL_BETA: ANIMATEDIFF_SDXL_SCHEDULE,
+    MotionKind.HOTSHOT_XL: SD_SCHEDULE,
 }
 # AnimateLCM stores no table; its PositionalEncoding is hard-coded to 64 rows.
 ANIMATELCM_PE_LENGTH = 64
@@ -98,6 +118,18 @@ class MotionModuleInfo:
     unet_cross_attention_dim: int | None
 
     @property
+    def schedule(self) -> VPSchedule:
+        """The noise schedule the motion model was trained with (its σ→t map in T2V passes)."""
+        if self.kind is MotionKind.DIFFUSERS and self.base_model == "SDXL":
+            return ANIMATEDIFF_SDXL_SCHEDULE  # diffusers' SDXL MotionAdapter is the AnimateDiff-SDXL beta
+        return SCHEDULE_BY_KIND.get(self.kind, ANIMATEDIFF_SCHEDULE)
+
+    @property
+    def frame_pooled_spatial_norms(self) -> bool:
+        """Hotshot-XL trained the UNet's ResNet GroupNorms on whole clips (and its own norm per frame)."""
+        return self.kind is MotionKind.HOTSHOT_XL
+
+    @property
     def default_solver(self) -> str:
         """AnimateLCM is a consistency model and needs the LCM solver; AnimateDiff modules use DDIM."""
         return "lcm" if self.kind is MotionKind.ANIMATELCM_T2V else "ddim"
@@ -110,7 +142,9 @@ class MotionModuleInfo:
 
 
 def describe_motion_module(shapes: Mapping[str, Sequence[int]]) -> MotionModuleInfo:
-    """Describe an original-layout (AnimateDiff naming) motion module, or refuse it with the reason."""
+    """Describe an original-layout motion module (AnimateDiff or Hotshot-XL naming), or refuse it with the reason."""
+    hotshot = any(_HOTSHOT_NAMING.search(name) for name in shapes)
+    shapes = animatediff_naming(shapes)
     refuse_other_formats(shapes.keys())
     modules = motion_module_channels(shapes)
     if not modules:
@@ -123,13 +157,13 @@ def describe_motion_module(shapes: Mapping[str, Sequence[int]]) -> MotionModuleI
     has_mid_block = _check_mid_block(modules, down_channels)
     _check_levels_mirror(down_channels, down_counts, up_channels, up_counts)
     base_model = BASE_MODEL_BY_LEVELS.get(len(down_channels), f"unknown ({len(down_channels)} UNet levels)")
-    if base_model == "SDXL":
-        raise MotionModelError(
-            "It is an AnimateDiff SDXL motion module (like mm_sdxl_v10_beta.ckpt). SDXL motion modules are "
-            "not supported as a motion module (yet); use an SD1.5 one (AnimateDiff v1/v2/v3 or AnimateLCM)."
-        )
     pe_length = stored_pe_length(shapes)
-    kind = kind_from_structure(has_mid_block, pe_length)
+    if base_model == "SDXL":
+        kind = sdxl_kind(hotshot, has_mid_block, pe_length)
+    elif hotshot:
+        raise MotionModelError("It uses Hotshot-XL's naming but has 4 UNet levels; Hotshot-XL is an SDXL model.")
+    else:
+        kind = kind_from_structure(has_mid_block, pe_length)
     return MotionModuleInfo(
         kind=kind,
         base_model=base_model,
@@ -144,8 +178,33 @@ def describe_motion_module(shapes: Mapping[str, Sequence[int]]) -> MotionModuleI
     )
 
 
+def animatediff_naming(entries: Mapping[str, object]) -> dict[str, object]:
+    """Hotshot-XL's names in AnimateDiff's (``temporal_attentions.j.`` → ``motion_modules.j.temporal_transformer.``,
+    ``positional_encoding`` → ``pe``), as ComfyUI-AnimateDiff-Evolved renames them; other names unchanged."""
+    renamed = {}
+    for name, value in entries.items():
+        if _HOTSHOT_NAMING.search(name):
+            name = _HOTSHOT_NAMING.sub(r".motion_modules.\1.temporal_transformer.", name)
+            name = name.replace(_HOTSHOT_PE, "pos_encoder.pe")
+        renamed[name] = value
+    return renamed
+
+
+def sdxl_kind(hotshot: bool, has_mid_block: bool, pe_length: int | None) -> MotionKind:
+    """AnimateDiff-SDXL (beta) or Hotshot-XL; any other SDXL structure is refused."""
+    kind = None if has_mid_block else SDXL_KIND_BY_NAMING_AND_STORED_PE.get((hotshot, pe_length))
+    if kind is None:
+        stored = f"{pe_length} frames" if pe_length else "not stored"
+        raise MotionModelError(
+            "It is an SDXL motion module but neither AnimateDiff-SDXL (beta) nor Hotshot-XL as released "
+            f"(naming: {'Hotshot-XL' if hotshot else 'AnimateDiff'}, mid-block module: "
+            f"{'yes' if has_mid_block else 'no'}, positional encodings: {stored})."
+        )
+    return kind
+
+
 def refuse_other_formats(names) -> None:
-    """Name the look-alike files users pick by mistake: Hotshot-XL, LoRAs, diffusers weights."""
+    """Name the look-alike files users pick by mistake: LoRAs, diffusers weights."""
     names = list(names)
     if any(_MOTION_LORA_KEY.match(name) for name in names):
         raise MotionModelError(
@@ -158,9 +217,6 @@ def refuse_other_formats(names) -> None:
 
 
 _LOOK_ALIKES = (  # checked in this order: the first match explains the file
-    (_HOTSHOT_NAMING,
-     "It is a Hotshot-XL temporal-layers file (an SDXL motion model in Hotshot's own naming). "
-     "Hotshot-XL is not supported as a motion module (yet); use an SD1.5 AnimateDiff or AnimateLCM module."),
     (_PROCESSOR_LORA,
      "It is a LoRA for the image UNet's attention layers (the layout of AnimateDiff's v3 domain "
      "adapter, v3_sd15_adapter.ckpt), not a motion module. LoRA files are not supported as a motion "
@@ -304,11 +360,6 @@ def describe_diffusers_config(config: Mapping) -> MotionModuleInfo:
     """Describe a diffusers ``MotionAdapter`` from its config.json."""
     channels = tuple(int(c) for c in config.get("block_out_channels", SD15_BLOCK_CHANNELS))
     base_model = BASE_MODEL_BY_LEVELS.get(len(channels), f"unknown ({len(channels)} UNet levels)")
-    if base_model == "SDXL":
-        raise MotionModelError(
-            "It is an SDXL MotionAdapter. SDXL motion modules are not supported as a motion module (yet); "
-            "use an SD1.5 one."
-        )
     layers = _uniform(config.get("motion_layers_per_block", 2), "motion_layers_per_block")
     return MotionModuleInfo(
         kind=MotionKind.DIFFUSERS,

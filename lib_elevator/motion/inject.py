@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..patches import Patch
+from .groupnorm import SpatialNormsOverFrames
 
 
 @dataclass
@@ -158,19 +159,23 @@ class MotionInjection(Patch):
 
     The adapter's modules are used in place (one copy in memory) and cast to the dtype/device of
     the layer they follow on install; they follow the activations' device later if the host moves
-    the UNet (low-VRAM offloading).
+    the UNet (low-VRAM offloading). ``frame_pooled_spatial_norms`` (Hotshot-XL) also makes the
+    UNet's ResNet GroupNorms pool over each clip's frames, behind the same switch.
     """
 
     what = "motion modules"
 
-    def __init__(self, unet: nn.Module, adapter: nn.Module, switch: T2VSwitch):
+    def __init__(self, unet: nn.Module, adapter: nn.Module, switch: T2VSwitch, frame_pooled_spatial_norms: bool = False):
         super().__init__()
         self.unet = unet
         self.switch = switch
         self.slots = plan_motion_slots(unet, adapter)
         self.max_frames = positional_limit(slot.module for slot in self.slots)
+        self.frame_pooled_spatial_norms = frame_pooled_spatial_norms
 
     def _install(self) -> None:
+        if self.frame_pooled_spatial_norms:
+            self._undo.append(SpatialNormsOverFrames(self.unet, self.switch).install().remove)
         for slot in self.slots:
             reference = next(slot.host.parameters())
             slot.module.to(device=reference.device, dtype=reference.dtype)
