@@ -260,7 +260,7 @@ def t2v_eps(t2v, unet, frames: int):
     """The T2V ε model as ``generate`` installs it (T2I inflation on, motion hooks for the run)."""
     with ExitStack() as stack:
         inflation = stack.enter_context(inflated(unet, frames))
-        yield t2v.prepare(stack, unet, frames, inflation, 1.0)
+        yield t2v.prepare(stack, unet, inflation, ElevatorParams(frames=frames, t2v_lora_scale=1.0))
 
 
 def time_t2v_call(t2v, unet, frames: int, size: int, contexts: torch.Tensor) -> tuple[float, torch.Tensor]:

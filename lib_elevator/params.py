@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FILTERS = ("gaussian", "butterworth", "ideal", "box")
+MOTION_NORMS = ("paper", "per_frame")
 
 
 class ParamError(ValueError):
@@ -49,6 +50,12 @@ class ElevatorParams:
     correction: bool = _spec(True, "direct-inversion correction after each refinement")
     t2v_lora_scale: float = _spec(0.8, "strength of the T2V-only LoRA, when one is given", low=0.0, high=2.0)
     fps: float = _spec(8.0, "frames per second of the written video", low=1.0, high=60.0)
+    motion_norm: str = _spec(
+        "paper",
+        "motion-module GroupNorm: paper = statistics over all frames (diffusers, the paper's code); "
+        "per_frame = each frame on its own (original AnimateDiff, sd-webui-animatediff)",
+        choices=MOTION_NORMS,
+    )
 
     def __post_init__(self):
         for spec in dataclasses.fields(self):

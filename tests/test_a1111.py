@@ -341,7 +341,7 @@ def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, m
     draws = iter(recorded["draws"])
     with torch.no_grad(), ExitStack() as patches:
         inflation = patches.enter_context(Inflation(unet, frames))
-        t2v_eps = InjectedMotionT2V(adapter, solver="lcm").prepare(patches, unet, frames, inflation, 0.8)
+        t2v_eps = InjectedMotionT2V(adapter, solver="lcm").prepare(patches, unet, inflation, recorded["params"])
         t2i = EpsDenoiser(unet2d_eps(unet), VPSchedule("sd", webui.sd_model.alphas_cumprod), cond, uncond,
                           recorded["cfg"], frames)
         t2v = EpsDenoiser(t2v_eps, ANIMATEDIFF_SCHEDULE, cond, uncond, recorded["params"].t2v_cfg_scale, frames,

@@ -8,12 +8,17 @@ output norm saw whole ``b c f h w`` clips. ``SpatialNormsOverFrames`` reproduces
 user's 2D UNet during T2V passes only, with per-instance hooks that regroup ``(b f) c h w`` to
 ``b c f h w`` around each norm (GroupNorm accepts any trailing dimensions, so nothing is computed
 twice), and leaves the T2I passes per frame.
+
+For the SD1.5 motion modules the two disagree: the original AnimateDiff/AnimateLCM module, which the
+files were trained with, and sd-webui-animatediff normalise per frame, diffusers (and so the paper's
+code) pools. ``PerFrameNorm`` gives them the per-frame form for one run (``motion_norm="per_frame"``).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..params import ParamError
 from ..patches import Patch
 
 
@@ -37,6 +42,37 @@ def per_frame_norms(module: nn.Module) -> None:
                                             device=norm.weight.device, dtype=norm.weight.dtype)
             replacement.load_state_dict(norm.state_dict(), assign=norm.weight.is_meta)
             owner.norm = replacement
+
+
+def motion_transformers(modules) -> list[nn.Module]:
+    """Every AnimateDiff motion transformer in ``modules`` (by class name: UNet3D's temporal
+    transformers are another model, trained with the pooled norm)."""
+    return [sub for module in modules for sub in module.modules() if type(sub).__name__ == "AnimateDiffTransformer3D"]
+
+
+class PerFrameNorm(Patch):
+    """The motion transformers' input GroupNorm made per-frame while installed: a ``PerFrameGroupNorm``
+    holding the same Parameter objects (so a host moving the adapter moves both), the original put back
+    by ``remove()``. Norms that already are per-frame (Hotshot-XL's) are left alone."""
+
+    what = "per-frame motion GroupNorm"
+
+    def __init__(self, modules):
+        super().__init__()
+        self.transformers = motion_transformers(modules)
+        if not self.transformers:
+            raise ParamError("motion_norm", "per_frame", "paper for this T2V: per_frame is the AnimateDiff/AnimateLCM "
+                                                         "motion modules' norm, and it has none")
+
+    def _install(self) -> None:
+        for transformer in self.transformers:
+            norm = transformer.norm
+            if isinstance(norm, PerFrameGroupNorm):
+                continue
+            per_frame = PerFrameGroupNorm(norm.num_groups, norm.num_channels, norm.eps, norm.affine, device="meta")
+            per_frame.weight, per_frame.bias = norm.weight, norm.bias
+            transformer.norm = per_frame
+            self._undo.append(lambda transformer=transformer, norm=norm: setattr(transformer, "norm", norm))
 
 
 def spatial_resnet_norms(unet: nn.Module) -> list[nn.Module]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..patches import Patch
-from .groupnorm import SpatialNormsOverFrames
+from .groupnorm import PerFrameNorm, SpatialNormsOverFrames
 
 
 @dataclass
@@ -160,22 +160,27 @@ class MotionInjection(Patch):
     The adapter's modules are used in place (one copy in memory) and cast to the dtype/device of
     the layer they follow on install; they follow the activations' device later if the host moves
     the UNet (low-VRAM offloading). ``frame_pooled_spatial_norms`` (Hotshot-XL) also makes the
-    UNet's ResNet GroupNorms pool over each clip's frames, behind the same switch.
+    UNet's ResNet GroupNorms pool over each clip's frames, behind the same switch;
+    ``motion_norm="per_frame"`` makes the motion modules' input GroupNorm per-frame while installed.
     """
 
     what = "motion modules"
 
-    def __init__(self, unet: nn.Module, adapter: nn.Module, switch: T2VSwitch, frame_pooled_spatial_norms: bool = False):
+    def __init__(self, unet: nn.Module, adapter: nn.Module, switch: T2VSwitch, frame_pooled_spatial_norms: bool = False,
+                 motion_norm: str = "paper"):
         super().__init__()
         self.unet = unet
         self.switch = switch
         self.slots = plan_motion_slots(unet, adapter)
         self.max_frames = positional_limit(slot.module for slot in self.slots)
         self.frame_pooled_spatial_norms = frame_pooled_spatial_norms
+        self.per_frame_norm = PerFrameNorm(slot.module for slot in self.slots) if motion_norm == "per_frame" else None
 
     def _install(self) -> None:
         if self.frame_pooled_spatial_norms:
             self._undo.append(SpatialNormsOverFrames(self.unet, self.switch).install().remove)
+        if self.per_frame_norm is not None:
+            self._undo.append(self.per_frame_norm.install().remove)
         for slot in self.slots:
             reference = next(slot.host.parameters())
             slot.module.to(device=reference.device, dtype=reference.dtype)

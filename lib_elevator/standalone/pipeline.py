@@ -18,6 +18,7 @@ import torch
 from ..attention import inflated
 from ..lora import GatedLora
 from ..motion.inject import MotionInjection, T2VSwitch
+from ..motion.groupnorm import PerFrameNorm
 from ..noise import mixed_noise
 from ..params import ElevatorParams, ParamError, validate_size
 from ..sampler import PassCounter, sample_elevator
@@ -105,10 +106,12 @@ class SeparateT2V:
     description: str = ""
     lora: dict | None = None  # a T2V-only LoRA state dict (e.g. AnimateLCM's t2v LoRA)
 
-    def prepare(self, stack: ExitStack, t2i_unet, frames: int, inflation, lora_scale: float) -> EpsModel:
+    def prepare(self, stack: ExitStack, t2i_unet, inflation, params: ElevatorParams) -> EpsModel:
         """The ε model for this run; a T2V LoRA is hooked on for the run (always on: the UNet is T2V-only)."""
+        if params.motion_norm == "per_frame":
+            stack.enter_context(PerFrameNorm(self.modules[:1]))
         if self.lora is not None:
-            stack.enter_context(GatedLora(self.modules[0], self.lora, _AlwaysOn(), lora_scale))
+            stack.enter_context(GatedLora(self.modules[0], self.lora, _AlwaysOn(), params.t2v_lora_scale))
         return self.eps_model
 
 
@@ -131,11 +134,11 @@ class InjectedMotionT2V:
     def modules(self) -> tuple:
         return (self.adapter,)
 
-    def prepare(self, stack: ExitStack, t2i_unet, frames: int, inflation, lora_scale: float) -> EpsModel:
-        switch = T2VSwitch(frames)
-        stack.enter_context(MotionInjection(t2i_unet, self.adapter, switch))
+    def prepare(self, stack: ExitStack, t2i_unet, inflation, params: ElevatorParams) -> EpsModel:
+        switch = T2VSwitch(params.frames)
+        stack.enter_context(MotionInjection(t2i_unet, self.adapter, switch, motion_norm=params.motion_norm))
         if self.lora is not None:
-            stack.enter_context(GatedLora(t2i_unet, self.lora, switch, lora_scale))
+            stack.enter_context(GatedLora(t2i_unet, self.lora, switch, params.t2v_lora_scale))
         per_frame = unet2d_eps(t2i_unet)
 
         def eps(z, t, contexts, frames):
@@ -246,7 +249,7 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
     started = time.perf_counter()
     with ExitStack() as patches:
         inflation = patches.enter_context(inflated(pipe.unet, frames))
-        t2v_eps = pipe.t2v.prepare(patches, pipe.unet, frames, inflation, params.t2v_lora_scale)
+        t2v_eps = pipe.t2v.prepare(patches, pipe.unet, inflation, params)
         t2v = EpsDenoiser(t2v_eps, pipe.t2v.schedule, t2v_cond, t2v_uncond, params.t2v_cfg_scale, frames,
                           solver=pipe.t2v.solver, dtype=dtype)
         x = sample_elevator(t2i, t2v, x, sigmas, params, callback=callback, disable=disable_progress,

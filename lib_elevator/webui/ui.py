@@ -62,6 +62,8 @@ def build_elevator_controls(elem_id) -> dict:
                                      info=specs["correction"].metadata["help"])
             solver = gr.Radio(list(SOLVERS), value="auto", label="T2V solver",
                               info="auto = LCM for AnimateLCM, DDIM for AnimateDiff")
+            motion_norm = gr.Radio(list(specs["motion_norm"].metadata["choices"]), value=DEFAULTS.motion_norm,
+                                   label="motion norm", info=specs["motion_norm"].metadata["help"])
         with gr.Row():
             t2v_lora = gr.Dropdown(_choices(lora_folders()), value="", label="T2V LoRA",
                                    info="applied only in T2V passes, e.g. AnimateLCM_sd15_t2v_lora")
@@ -82,4 +84,5 @@ def build_elevator_controls(elem_id) -> dict:
         "frames": frames, "refine_at": refine_at, "t2v_steps": t2v_steps, "t2v_cfg_scale": t2v_cfg_scale,
         "filter": filter_shape, "d_s": d_s, "d_t": d_t, "butterworth_order": butterworth_order,
         "noise_alpha": noise_alpha, "correction": correction, "t2v_lora_scale": t2v_lora_scale, "fps": fps,
+        "motion_norm": motion_norm,
     }

@@ -12,7 +12,8 @@ through Forge's own patch API, and never touch the shared torch modules:
   and offload them with the UNet (cast to the UNet's computation dtype first);
 - the clip length: ``set_transformer_option``; the conditional x̂0 of CFG calls: a post-CFG function.
 
-Around ``p.sample`` (removed in ``finally``): the T2V-only LoRA as gated hooks, as on A1111
+Around ``p.sample`` (removed in ``finally``): the per-frame motion GroupNorm when asked for, the
+T2V-only LoRA as gated hooks, as on A1111
 (Forge merges its own LoRAs into the weights, so toggling one per call would re-merge), and the
 patched UNet handed back to the copy it was cloned from. The T2V σ→t table goes into the
 predictor with ``predictor.set_sigmas`` around T2V calls only; the exact original tables come
@@ -26,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from ...attention import first_frame_context
 from ...lora import GatedLora
 from ...motion.inject import T2VSwitch, plan_motion_slots, positional_limit, run_motion_module
+from ...motion.groupnorm import PerFrameNorm
 from ...params import ElevatorParams
 from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
 from .. import refusals, run
@@ -130,6 +132,8 @@ class ForgeRun(run.ElevatorRun):
         return self._capture
 
     def _install(self, patches: ExitStack) -> None:
+        if self.params.motion_norm == "per_frame":
+            patches.enter_context(PerFrameNorm([self.motion.adapter]))
         if self.motion.lora is not None:
             unet = diffusion_model(self.p.sd_model)
             patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale))
