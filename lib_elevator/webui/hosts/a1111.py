@@ -74,7 +74,8 @@ class A1111Run(run.ElevatorRun):
     def _install(self, patches: ExitStack) -> None:
         unet = unet_of(self.p.sd_model)
         self.inflation = patches.enter_context(Inflation(unet, self.params.frames))
-        patches.enter_context(MotionInjection(unet, self.motion.adapter, self.switch, motion_norm=self.params.motion_norm))
+        patches.enter_context(MotionInjection(unet, self.motion.adapter, self.switch,
+                                              motion_norm=self.params.motion_norm))
         if self.motion.lora is not None:
             patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale))
 
