@@ -15,6 +15,9 @@ from ..params import ElevatorParams, field_specs, validate_size
 from ..video import FORMATS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# demo --base -> its --motion choices, the first the default; names map to the layouts' kinds
+DEMO_MOTION = {"sd15": ("animatelcm",), "sdxl": ("animatediff-sdxl", "hotshotxl")}
+SDXL_DEMO_KINDS = {"animatediff-sdxl": "animatediff_sdxl_beta", "hotshotxl": "hotshotxl"}
 
 
 def _add_schema_flags(parser: argparse.ArgumentParser, skip=()) -> None:
@@ -75,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=30)
     demo.add_argument("--size", type=int, default=64, help="width and height in pixels")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--base", default="sd15", choices=DEMO_MOTION, help="T2I shape: SD1.5 or SDXL (default %(default)s)")
+    demo.add_argument("--motion", choices=sorted({m for kinds in DEMO_MOTION.values() for m in kinds}),
+                      help="motion-model layout: sd15 animatelcm (default); sdxl animatediff-sdxl (default) or hotshotxl")
     _add_output_flags(demo, "outputs/demo/videoelevator-demo")
     _add_schema_flags(demo, skip=("frames",))
     return parser
@@ -126,23 +132,39 @@ def run_generate(args) -> None:
     _report(result, started, _write(result, args, text))
 
 
+def demo_pipeline(base: str, motion: str | None):
+    """Tiny random models of the ``base`` shape with a motion model in ``motion``'s layout, and its label."""
+    from .conditioning import SDXLTextEncoder
+    from .pipeline import ElevatorPipeline, InjectedMotionT2V, TextEncoder
+    from ..tiny import tiny_models, tiny_sdxl_models
+
+    motion = motion or DEMO_MOTION[base][0]
+    if motion not in DEMO_MOTION[base]:
+        raise ValueError(f"--motion {motion} does not fit --base {base}; use one of {', '.join(DEMO_MOTION[base])}")
+    if base == "sd15":
+        models = tiny_models()
+        return ElevatorPipeline(models.unet, models.vae, TextEncoder(models.tokenizer, models.text_encoder),
+                                InjectedMotionT2V(models.motion_adapter, solver="lcm")), "AnimateLCM"
+    models = tiny_sdxl_models(SDXL_DEMO_KINDS[motion])
+    t2v = InjectedMotionT2V.for_motion_model(models.motion_adapter, models.motion_info)
+    text = SDXLTextEncoder(models.tokenizers, models.text_encoders)
+    return ElevatorPipeline(models.unet, models.vae, text, t2v), f"SDXL with {models.motion_info.kind.label}"
+
+
 def run_demo(args) -> None:
-    from .pipeline import ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate
-    from ..tiny import tiny_models
+    from .pipeline import generate
 
     started = time.perf_counter()
     params = ElevatorParams(**{**_schema_values(args), "frames": args.frames})
     params.refine_steps_remaining(args.steps)
     torch.set_num_threads(1)  # toy-sized layers: threading costs more than it gains
-    models = tiny_models()
-    pipe = ElevatorPipeline(models.unet, models.vae, TextEncoder(models.tokenizer, models.text_encoder),
-                            InjectedMotionT2V(models.motion_adapter, solver="lcm"))
-    print(f"tiny models built in {time.perf_counter() - started:.1f}s; AnimateLCM recipe, {params.frames} frames, "
-          f"{args.steps} steps, {args.size}x{args.size}")
+    pipe, label = demo_pipeline(args.base, args.motion)
+    print(f"tiny models built in {time.perf_counter() - started:.1f}s; tiny {label} ({pipe.t2v.solver} T2V), "
+          f"{params.frames} frames, {args.steps} steps, {args.size}x{args.size}")
     prompt, negative = "a tiny random model dancing", "static"
     result = generate(pipe, prompt, negative, params=params, width=args.size, height=args.size, steps=args.steps,
                       seed=args.seed, disable_progress=True if args.quiet else None)
-    text = infotext(prompt, negative, args.steps, 7.5, args.seed, args.size, args.size, params, "tiny AnimateLCM")
+    text = infotext(prompt, negative, args.steps, 7.5, args.seed, args.size, args.size, params, f"tiny {label}")
     _report(result, started, _write(result, args, text))
 
 

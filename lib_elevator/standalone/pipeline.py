@@ -4,7 +4,9 @@ The T2I is a ``UNet2DConditionModel`` with its VAE and CLIP text encoder. The T2
 default, AnimateDiff/AnimateLCM motion modules injected into that same UNet behind a switch (one
 UNet in memory); a separate ``UNetMotionModel`` copy or a ``UNet3DConditionModel`` with its own
 text encoder (ZeroScope/ModelScope) also serve. Every patch is installed for one generation and
-removed in ``finally``. Models are wrapped as ε→x̂0 denoisers for ``sample_elevator``.
+removed in ``finally``. Models are wrapped as ε→x̂0 (or v→x̂0) denoisers for ``sample_elevator``.
+SDXL T2Is (two text encoders, pooled and size conditioning) run the same way, with an SDXL motion
+model (AnimateDiff-SDXL, Hotshot-XL) injected into the SDXL UNet.
 """
 from __future__ import annotations
 
@@ -23,51 +25,63 @@ from ..noise import mixed_noise
 from ..params import ElevatorParams, ParamError, validate_size
 from ..sampler import PassCounter, sample_elevator
 from ..schedules import ANIMATEDIFF_SCHEDULE, SD_SCHEDULE, VPSchedule, c_in, ddim_sigmas
+from .conditioning import TextConditioning
 
-# (z [G·F, C, h, w], t, contexts [G, seq, dim], frames) -> ε [G·F, C, h, w]
-EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# (z [G·F, C, h, w], t, conditioning of G clips, frames) -> model output (ε or v) [G·F, C, h, w]
+EpsModel = Callable[[torch.Tensor, torch.Tensor, TextConditioning, int], torch.Tensor]
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def unet2d_eps(unet) -> EpsModel:
-    """A per-frame 2D UNet: each frame is a batch item with its group's prompt."""
+    """A per-frame 2D UNet: each frame is a batch item with its group's prompt (and SDXL's added conditioning)."""
     def eps(z, t, contexts, frames):
-        return unet(z, t, encoder_hidden_states=contexts.repeat_interleave(frames, dim=0)).sample
+        return unet(z, t, **contexts.per_frame(frames)).sample
     return eps
 
 
 def video_unet_eps(unet, context_per_frame: bool) -> EpsModel:
-    """A video UNet on [G, C, F, h, w]. ``UNetMotionModel`` wants the prompt repeated per frame,
-    ``UNet3DConditionModel`` repeats it itself."""
+    """A video UNet on [G, C, F, h, w]. ``UNetMotionModel`` wants the prompt repeated per frame (its
+    added conditioning per clip), ``UNet3DConditionModel`` repeats it itself."""
     def eps(z, t, contexts, frames):
         video = z.unflatten(0, (-1, frames)).transpose(1, 2)
-        if context_per_frame:
-            contexts = contexts.repeat_interleave(frames, dim=0)
-        out = unet(video, t, encoder_hidden_states=contexts).sample
+        context = contexts.context.repeat_interleave(frames, dim=0) if context_per_frame else contexts.context
+        out = unet(video, t, encoder_hidden_states=context, **contexts.added_cond_kwargs()).sample
         return out.transpose(1, 2).flatten(0, 1)
     return eps
 
 
 @dataclass
 class EpsDenoiser:
-    """ε-prediction model → k-diffusion denoiser with CFG over [negative×F; prompt×F]."""
+    """ε- (or v-) prediction model → k-diffusion denoiser with CFG over [negative×F; prompt×F].
+
+    ``cond``/``uncond`` are one prompt's ``TextConditioning`` or, for SD1.x, its context tensor.
+    """
 
     eps_model: EpsModel
     schedule: VPSchedule
-    cond: torch.Tensor  # [1, seq, dim]
-    uncond: torch.Tensor  # [1, seq, dim]
+    cond: TextConditioning | torch.Tensor  # context [1, seq, dim]
+    uncond: TextConditioning | torch.Tensor
     cfg_scale: float
     frames: int
     solver: str = "ddim"
     dtype: torch.dtype = torch.float32
+    prediction_type: str = "epsilon"
+
+    def __post_init__(self):
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type {self.prediction_type!r} is not supported; one of {PREDICTION_TYPES}")
+        self.cond, self.uncond = TextConditioning.of(self.cond), TextConditioning.of(self.uncond)
 
     def _denoise(self, x, sigma, contexts):
         t = torch.tensor(self.schedule.timestep(sigma), dtype=torch.float32, device=x.device)
-        z = (x * c_in(sigma)).to(self.dtype)
-        eps = self.eps_model(z, t, contexts.to(self.dtype), self.frames).to(x.dtype)
-        return x - sigma * eps
+        scale = c_in(sigma)
+        out = self.eps_model((x * scale).to(self.dtype), t, contexts.to(self.dtype), self.frames).to(x.dtype)
+        if self.prediction_type == "v_prediction":  # x̂0 = √ᾱ·z − √(1−ᾱ)·v with √ᾱ = c_in, √(1−ᾱ) = σ·c_in
+            return x * scale**2 - out * (sigma * scale)
+        return x - sigma * out
 
     def guided(self, x, sigma):
-        both = self._denoise(torch.cat([x, x]), sigma, torch.cat([self.uncond, self.cond]))
+        both = self._denoise(torch.cat([x, x]), sigma, TextConditioning.cat([self.uncond, self.cond]))
         uncond_x0, cond_x0 = both.chunk(2)
         return uncond_x0 + self.cfg_scale * (cond_x0 - uncond_x0), cond_x0
 
@@ -117,10 +131,11 @@ class SeparateT2V:
 
 @dataclass
 class InjectedMotionT2V:
-    """AnimateDiff/AnimateLCM motion modules run inside the T2I's own UNet: one UNet in memory.
+    """AnimateDiff/AnimateLCM (or SDXL) motion modules run inside the T2I's own UNet: one UNet in memory.
 
     During a T2V call the motion modules (and the T2V LoRA) are switched on and the T2I's
-    cross-frame attention off; between calls the UNet is exactly the T2I.
+    cross-frame attention off; between calls the UNet is exactly the T2I. Hotshot-XL also has the
+    UNet's ResNet GroupNorms pool over frames during T2V calls (``frame_pooled_spatial_norms``).
     """
 
     adapter: torch.nn.Module
@@ -128,7 +143,15 @@ class InjectedMotionT2V:
     solver: str = "lcm"
     description: str = "motion modules in the T2I UNet"
     lora: dict | None = None  # a T2V-only LoRA state dict (e.g. AnimateLCM's t2v LoRA)
+    frame_pooled_spatial_norms: bool = False
     text_encoder = None
+
+    @classmethod
+    def for_motion_model(cls, adapter, info, solver: str = "auto", lora: dict | None = None) -> "InjectedMotionT2V":
+        """The T2V for a loaded motion model: its training schedule, its solver, its GroupNorm placement."""
+        solver = info.default_solver if solver == "auto" else solver
+        return cls(adapter, info.schedule, solver, f"{info.kind.label} ({solver})", lora,
+                   info.frame_pooled_spatial_norms)
 
     @property
     def modules(self) -> tuple:
@@ -136,7 +159,8 @@ class InjectedMotionT2V:
 
     def prepare(self, stack: ExitStack, t2i_unet, inflation, params: ElevatorParams) -> EpsModel:
         switch = T2VSwitch(params.frames)
-        stack.enter_context(MotionInjection(t2i_unet, self.adapter, switch, motion_norm=params.motion_norm))
+        stack.enter_context(MotionInjection(t2i_unet, self.adapter, switch, self.frame_pooled_spatial_norms,
+                                            motion_norm=params.motion_norm))
         if self.lora is not None:
             stack.enter_context(GatedLora(t2i_unet, self.lora, switch, params.t2v_lora_scale))
         per_frame = unet2d_eps(t2i_unet)
@@ -173,6 +197,7 @@ class ElevatorPipeline:
     t2v: T2VModel
     t2i_schedule: VPSchedule = SD_SCHEDULE
     vae_chunk: int = 4
+    prediction_type: str = "epsilon"  # the T2I checkpoint's; the injected T2V shares its UNet and so its output
 
     def to(self, device) -> "ElevatorPipeline":
         """Move every model, the T2V's included, to ``device``."""
@@ -238,10 +263,12 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
     if noise_sampler is None and generator is not None:
         noise_sampler = generator_noise_sampler((frames, *latent_shape), generator, "cpu", torch.float32)
 
-    cond, uncond = pipe.text_encoder(prompt), pipe.text_encoder(negative_prompt)
-    t2i = EpsDenoiser(unet2d_eps(pipe.unet), pipe.t2i_schedule, cond, uncond, cfg_scale, frames, dtype=dtype)
+    cond, uncond = (TextConditioning.of(pipe.text_encoder(text)).sized(width, height) for text in (prompt, negative_prompt))
+    t2i = EpsDenoiser(unet2d_eps(pipe.unet), pipe.t2i_schedule, cond, uncond, cfg_scale, frames, dtype=dtype,
+                      prediction_type=pipe.prediction_type)
     t2v_text = pipe.t2v.text_encoder
     t2v_cond, t2v_uncond = (t2v_text(prompt), t2v_text(negative_prompt)) if t2v_text else (cond, uncond)
+    t2v_prediction = "epsilon" if t2v_text else pipe.prediction_type
     sigmas = ddim_sigmas(pipe.t2i_schedule, steps)
     x = latents.to(device, torch.float32) / c_in(float(sigmas[0]))
     device_noise = (lambda s, sn, inner=noise_sampler: inner(s, sn).to(device)) if noise_sampler else None
@@ -251,7 +278,7 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
         inflation = patches.enter_context(inflated(pipe.unet, frames))
         t2v_eps = pipe.t2v.prepare(patches, pipe.unet, inflation, params)
         t2v = EpsDenoiser(t2v_eps, pipe.t2v.schedule, t2v_cond, t2v_uncond, params.t2v_cfg_scale, frames,
-                          solver=pipe.t2v.solver, dtype=dtype)
+                          solver=pipe.t2v.solver, dtype=dtype, prediction_type=t2v_prediction)
         x = sample_elevator(t2i, t2v, x, sigmas, params, callback=callback, disable=disable_progress,
                             noise_sampler=device_noise, counter=counter)
     final = x * c_in(float(sigmas[-1]))
