@@ -96,59 +96,96 @@ def lcm_boundary(t: float) -> tuple[float, float]:
     return c_skip, c_out
 
 
-def refine_motion(t2i, t2v, video_x0, sigmas, ladder, k, t2v_steps, cfg_extra, noise_sampler, counter, progress):
-    """T2V-based SDEdit from the T2I's level at step k, then ``t2v_steps`` T2V steps → x̂0_V.
+@dataclass
+class ElevatorLoop:
+    """What stays fixed during one ``sample_elevator`` run: the denoisers, the T2I σ ladder and the
+    T2V ladder, the conditioning extras, the noise source and the counters."""
 
-    Noise is added with the T2V's ᾱ at the T2I's timestep τ_k, and the first T2V call reads the
-    sample at its own ladder's timestep (which differs for LCM): as the reference pipeline does.
-    """
-    steps = len(sigmas) - 1
-    schedule = t2v.schedule
-    tau = t2i.schedule.timestep(sigmas[k])
-    first_sigma = schedule.sigma(ladder[k])
-    scale = (schedule.alpha_bar(tau) / schedule.alpha_bar(ladder[k])) ** 0.5
-    x = scale * (video_x0 + schedule.sigma(tau) * noise_sampler(schedule.sigma(tau), first_sigma))
-    result = None
-    for j in range(k, k + t2v_steps):
-        sigma = schedule.sigma(ladder[j])
-        denoised, _ = t2v.guided(x, sigma, **cfg_extra)
-        counter.add("t2v", 2)
-        progress.update()
-        if t2v.solver == "lcm":
-            c_skip, c_out = lcm_boundary(ladder[j])
-            result = c_out * denoised + c_skip * (x * c_in(sigma))
-            if j != steps - 1:
-                next_sigma = schedule.sigma(ladder[j + 1])
-                x = result + next_sigma * noise_sampler(sigma, next_sigma)
+    t2i: object
+    t2v: object
+    sigmas: list
+    ladder: list  # T2V timesteps per T2I step index (empty when nothing is refined)
+    t2v_steps: int
+    extra: dict
+    t2v_extra: dict
+    noise_sampler: object
+    counter: PassCounter
+    progress: object
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def refine_motion(self, video_x0: torch.Tensor, k: int) -> torch.Tensor:
+        """T2V-based SDEdit from the T2I's level at step k, then ``t2v_steps`` T2V steps → x̂0_V.
+
+        Noise is added with the T2V's ᾱ at the T2I's timestep τ_k, and the first T2V call reads the
+        sample at its own ladder's timestep (which differs for LCM): as the reference pipeline does.
+        """
+        t2v, ladder, schedule = self.t2v, self.ladder, self.t2v.schedule
+        tau = self.t2i.schedule.timestep(self.sigmas[k])
+        first_sigma = schedule.sigma(ladder[k])
+        scale = (schedule.alpha_bar(tau) / schedule.alpha_bar(ladder[k])) ** 0.5
+        x = scale * (video_x0 + schedule.sigma(tau) * self.noise_sampler(schedule.sigma(tau), first_sigma))
+        result = None
+        for j in range(k, k + self.t2v_steps):
+            sigma = schedule.sigma(ladder[j])
+            denoised, _ = t2v.guided(x, sigma, **self.t2v_extra)
+            self.counter.add("t2v", 2)
+            self.progress.update()
+            if t2v.solver == "lcm":
+                c_skip, c_out = lcm_boundary(ladder[j])
+                result = c_out * denoised + c_skip * (x * c_in(sigma))
+                if j != self.steps - 1:
+                    next_sigma = schedule.sigma(ladder[j + 1])
+                    x = result + next_sigma * self.noise_sampler(sigma, next_sigma)
+            else:
+                result = denoised
+                if j < k + self.t2v_steps - 1:
+                    x = ddim_step(x, denoised, sigma, schedule.sigma(ladder[j + 1]))
+        return result
+
+    def invert(self, video_x0: torch.Tensor, k: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """DDIM inversion with negative-prompt conditioning, from the final level up to σ_{k+1}.
+
+        ε is evaluated at each *target* level on the current sample (the reference convention).
+        Returns the sample at σ_{k+1} and every intermediate latent, lowest noise first, for the
+        correction. At the last step (k = N−1) nothing is inverted: the result is x̂0_V itself,
+        read at the final level, as in the reference pipeline.
+        """
+        sigma_current = self.sigmas[self.steps]
+        x = video_x0 / c_in(sigma_current)
+        path = []
+        for index in range(self.steps - 1, k, -1):
+            sigma_target = self.sigmas[index]
+            x_in = x * (c_in(sigma_current) / c_in(sigma_target))
+            denoised = self.t2i.unconditional(x_in, sigma_target, **self.extra)
+            self.counter.add("inversion", 1)
+            self.progress.update()
+            x = x + (sigma_target - sigma_current) * (x_in - denoised) / sigma_target
+            sigma_current = sigma_target
+            path.append(x)
+        return x, path
+
+    def correct(self, x, x_in, cond_denoised, path, k):
+        """Direct-inversion correction: shift x by how far the inverted path's own step drifts.
+
+        The conditional branch alone stands in for the reference's CFG-at-scale-1 call (equal up to
+        float rounding). Right after an inversion the popped latent *is* this step's input, so the
+        main call's conditional half is reused instead of a new pass.
+        """
+        sigma, sigma_next = self.sigmas[k], self.sigmas[k + 1]
+        x_path = path.pop()
+        if x_path is x_in and cond_denoised is not None:
+            path_denoised = cond_denoised
+            self.counter.reused += 1
         else:
-            result = denoised
-            if j < k + t2v_steps - 1:
-                x = ddim_step(x, denoised, sigma, schedule.sigma(ladder[j + 1]))
-    return result
+            path_denoised = self.t2i.conditional(x_path, sigma, **self.extra)
+            self.counter.add("correction", 1)
+        return x + (path[-1] - ddim_step(x_path, path_denoised, sigma, sigma_next))
 
 
-def invert(t2i, video_x0, sigmas, k, extra, counter, progress) -> list[torch.Tensor]:
-    """DDIM inversion with negative-prompt conditioning, from the final level up to σ_{k+1}.
-
-    ε is evaluated at each *target* level on the current sample (the reference convention);
-    every intermediate latent is returned, lowest noise first, for the correction.
-    """
-    steps = len(sigmas) - 1
-    sigma_current = sigmas[steps]
-    x = video_x0 / c_in(sigma_current)
-    path = []
-    for index in range(steps - 1, k, -1):
-        sigma_target = sigmas[index]
-        x_in = x * (c_in(sigma_current) / c_in(sigma_target))
-        denoised = t2i.unconditional(x_in, sigma_target, **extra)
-        counter.add("inversion", 1)
-        progress.update()
-        x = x + (sigma_target - sigma_current) * (x_in - denoised) / sigma_target
-        sigma_current = sigma_target
-        path.append(x)
-    return path
-
-
+@torch.no_grad()
 def sample_elevator(t2i, t2v, x, sigmas, params: ElevatorParams, extra_args=None, callback=None, disable=None,
                     noise_sampler=None, t2v_extra_args=None, counter: PassCounter | None = None):
     """Run VideoElevator from x (VE, at ``sigmas[0]``) down the T2I ladder; returns x at ``sigmas[-1]``.
@@ -158,13 +195,9 @@ def sample_elevator(t2i, t2v, x, sigmas, params: ElevatorParams, extra_args=None
     the SDEdit and LCM noise, in that order, so a seeded one reproduces a run exactly.
     """
     extra = extra_args or {}
-    t2v_extra = t2v_extra_args if t2v_extra_args is not None else extra
     sigmas = [float(s) for s in sigmas]
     steps = len(sigmas) - 1
     plan = ElevatorPlan.build(steps, params)
-    noise_sampler = noise_sampler or default_noise_sampler(x)
-    counter = counter if counter is not None else PassCounter()
-    ladder = t2v_ladder(t2i, t2v, sigmas) if plan.refine_steps else []
     mask = None
     if plan.filtered_steps:
         frames, _, height, width = x.shape
@@ -172,43 +205,26 @@ def sample_elevator(t2i, t2v, x, sigmas, params: ElevatorParams, extra_args=None
                              params.butterworth_order, x.device)
     path: list[torch.Tensor] = []
     with tqdm(total=plan.calls, disable=disable, desc="VideoElevator") as progress:
+        loop = ElevatorLoop(
+            t2i, t2v, sigmas, t2v_ladder(t2i, t2v, sigmas) if plan.refine_steps else [], params.t2v_steps,
+            extra, t2v_extra_args if t2v_extra_args is not None else extra,
+            noise_sampler or default_noise_sampler(x), counter if counter is not None else PassCounter(), progress)
         for k in range(steps):
             for denoiser in (t2i, t2v):
                 getattr(denoiser, "begin_step", lambda step: None)(k)
-            sigma, sigma_next = sigmas[k], sigmas[k + 1]
             x_in = x
-            denoised, cond_denoised = t2i.guided(x, sigma, **extra)
-            counter.add("t2i", 2)
+            denoised, cond_denoised = t2i.guided(x, sigmas[k], **extra)
+            loop.counter.add("t2i", 2)
             progress.update()
-            x = ddim_step(x, denoised, sigma, sigma_next)
+            x = ddim_step(x, denoised, sigmas[k], sigmas[k + 1])
             refining = k in plan.refine_steps
             if params.correction and len(path) > 1 and not refining:
-                x = _correct(t2i, x, x_in, cond_denoised, path, sigma, sigma_next, extra, counter)
+                x = loop.correct(x, x_in, cond_denoised, path, k)
             if callback is not None:
-                callback({"x": x, "i": k, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+                callback({"x": x, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": denoised})
             if refining:
                 video_x0 = low_pass_filter(denoised, mask) if k in plan.filtered_steps else denoised
-                video_x0 = refine_motion(t2i, t2v, video_x0, sigmas, ladder, k, params.t2v_steps, t2v_extra,
-                                         noise_sampler, counter, progress)
-                path = invert(t2i, video_x0, sigmas, k, extra, counter, progress)
-                x = path[-1]
+                x, path = loop.invert(loop.refine_motion(video_x0, k), k)
                 if not params.correction:
                     path = []
     return x
-
-
-def _correct(t2i, x, x_in, cond_denoised, path, sigma, sigma_next, extra, counter):
-    """Direct-inversion correction: shift x by how far the inverted path's own step drifts.
-
-    The conditional branch alone stands in for the reference's CFG-at-scale-1 call (equal up to
-    float rounding). Right after an inversion the popped latent *is* this step's input, so the
-    main call's conditional half is reused instead of a new pass.
-    """
-    x_path = path.pop()
-    if x_path is x_in and cond_denoised is not None:
-        path_denoised = cond_denoised
-        counter.reused += 1
-    else:
-        path_denoised = t2i.conditional(x_path, sigma, **extra)
-        counter.add("correction", 1)
-    return x + (path[-1] - ddim_step(x_path, path_denoised, sigma, sigma_next))

@@ -115,6 +115,22 @@ def test_ladder_ending_at_zero_sigma_runs(tiny, pipe):
     assert out.shape == (FRAMES, 4, 8, 8) and torch.isfinite(out).all()
 
 
+def test_sampler_builds_no_autograd_graph(tiny, pipe):
+    """Called outside ``torch.no_grad`` (as a WebUI extension may be), nothing keeps a graph."""
+    from lib_elevator.standalone.pipeline import EpsDenoiser, unet2d_eps
+    from lib_elevator.sampler import sample_elevator
+    from lib_elevator.schedules import SD_SCHEDULE, ddim_sigmas
+
+    cond = pipe.text_encoder("a fox").detach()
+    t2i = EpsDenoiser(unet2d_eps(tiny.unet), SD_SCHEDULE, cond, cond, 5.0, FRAMES)
+    t2v = EpsDenoiser(pipe.t2v.eps_model, pipe.t2v.schedule, cond, cond, 2.0, FRAMES, solver="lcm")
+    assert any(parameter.requires_grad for parameter in tiny.unet.parameters())
+    with inflated(tiny.unet, FRAMES):
+        out = sample_elevator(t2i, t2v, torch.randn(FRAMES, 4, 8, 8) * 14.6, ddim_sigmas(SD_SCHEDULE, 4),
+                              ElevatorParams(frames=FRAMES, refine_at=(2,), t2v_steps=1), disable=True)
+    assert not out.requires_grad
+
+
 def test_plan_counts_calls_for_the_progress_bar():
     plan = ElevatorPlan.build(30, ElevatorParams(**LCM_RECIPE))
     assert plan.refine_steps == (4, 9, 15, 21) and plan.filtered_steps == (4, 9, 15)

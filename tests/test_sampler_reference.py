@@ -109,16 +109,18 @@ def encode(encoder, prompt):
 RECIPES = {
     "animatelcm": dict(steps=30, refine=(26, 21, 15, 9), t2v_steps=6, d_t=0.6, alpha=0.5, t2v_cfg=2.0),
     "zeroscope": dict(steps=50, refine=(45, 35, 25, 15), t2v_steps=8, d_t=0.4, alpha=1.5, t2v_cfg=7.5),
+    # refining with one step left: nothing to invert, the video is the T2V's x̂0
+    "last_step": dict(steps=6, refine=(3, 1), t2v_steps=1, d_t=0.6, alpha=0.5, t2v_cfg=2.0),
 }
 
 
 @pytest.mark.parametrize("correction", [True, False])
-@pytest.mark.parametrize("recipe", ["animatelcm", "zeroscope"])
+@pytest.mark.parametrize("recipe", ["animatelcm", "zeroscope", "last_step"])
 def test_sampler_matches_reference_loop(tiny, motion_unet, t2v_text_encoder, recipe, correction):
     spec = RECIPES[recipe]
     text = TextEncoder(tiny.tokenizer, tiny.text_encoder)
     prompt, negative = "a corgi running on the beach", "blurry"
-    if recipe == "animatelcm":
+    if recipe != "zeroscope":
         t2v = t2v_from_motion_unet(motion_unet, "lcm")
         t2v_eps, t2v_text = video_eps(motion_unet, True), text
         t2v_scheduler = LCMScheduler(**ANIMATEDIFF_BETAS, original_inference_steps=50, timestep_scaling=10.0)
