@@ -20,13 +20,19 @@ from torch import nn
 from .patches import Patch
 
 
-def first_frame_context(hidden_states: torch.Tensor, frames: int) -> torch.Tensor:
-    """[G·F, N, C] → the first frame of each group repeated over its F frames."""
+def _grouped(hidden_states: torch.Tensor, frames: int) -> torch.Tensor:
     batch = hidden_states.shape[0]
     if batch % frames:
         raise ValueError(f"cross-frame attention: batch {batch} is not a whole number of {frames}-frame groups")
-    grouped = hidden_states.unflatten(0, (batch // frames, frames))
-    return grouped[:, :1].expand_as(grouped).reshape(hidden_states.shape)
+    return hidden_states.unflatten(0, (batch // frames, frames))
+
+
+def first_frame_context(hidden_states: torch.Tensor, frames: int, first: torch.Tensor | None = None) -> torch.Tensor:
+    """[G·F, N, C] → the first frame of each group repeated over its F frames; ``first`` ([G, 1, N, C])
+    stands in for the groups' first frames when they are not in this batch (a later frame chunk)."""
+    grouped = _grouped(hidden_states, frames)
+    anchor = grouped[:, :1] if first is None else first
+    return anchor.expand_as(grouped).reshape(hidden_states.shape)
 
 
 def _self_attention_modules(unet: nn.Module, attribute_check) -> list[tuple[str, nn.Module]]:
@@ -46,7 +52,7 @@ class _FirstFrameProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if self.inflation.active:
-            encoder_hidden_states = first_frame_context(hidden_states, self.inflation.frames)
+            encoder_hidden_states = self.inflation.context(attn, hidden_states)
         return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
                           attention_mask=attention_mask, temb=temb, **kwargs)
 
@@ -54,7 +60,9 @@ class _FirstFrameProcessor:
 class Inflation(Patch):
     """Installs first-frame attention on a diffusers or ldm UNet; ``remove()`` restores it exactly.
 
-    ``active`` switches it off without uninstalling, for a UNet shared with a T2V pass.
+    ``active`` switches it off without uninstalling, for a UNet shared with a T2V pass. Inside
+    ``anchored()`` a clip may go through the UNet in frame chunks (``frame_chunk``): the first
+    chunk, which holds frame 0, records each layer's first-frame rows, later chunks attend to them.
     """
 
     what = "cross-frame attention"
@@ -64,6 +72,33 @@ class Inflation(Patch):
         self.unet = unet
         self.frames = frames
         self.active = True
+        self._anchors: dict | None = None
+
+    def context(self, layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The attention context of ``layer`` for this batch: its groups' first frames."""
+        if self._anchors is None:
+            return first_frame_context(hidden_states, self.frames)
+        if layer not in self._anchors:
+            self._anchors[layer] = _grouped(hidden_states, self.frames)[:, :1]
+        return first_frame_context(hidden_states, self.frames, self._anchors[layer])
+
+    @contextmanager
+    def anchored(self):
+        """One UNet call split into frame chunks, the first chunk starting at frame 0."""
+        self._anchors = {}
+        try:
+            yield self
+        finally:
+            self._anchors = None
+
+    @contextmanager
+    def frame_chunk(self, frames: int):
+        """Batches of ``frames``-frame groups (one chunk of every group) for the duration of a block."""
+        previous, self.frames = self.frames, frames
+        try:
+            yield self
+        finally:
+            self.frames = previous
 
     def _install(self) -> None:
         diffusers_layers = _self_attention_modules(self.unet, lambda m: hasattr(m, "set_processor"))
@@ -72,18 +107,48 @@ class Inflation(Patch):
                 original = module.processor
                 module.set_processor(_FirstFrameProcessor(original, self))
                 self._undo.append(lambda module=module, original=original: module.set_processor(original))
+            self._share_embedding_rows()
             return
         ldm_layers = _self_attention_modules(self.unet, lambda m: hasattr(m, "to_k"))
         if not ldm_layers:
             raise ValueError("no self-attention (attn1) layers found to inflate in this UNet")
         for _, module in ldm_layers:
             self._undo.append(module.register_forward_pre_hook(self._ldm_pre_hook, with_kwargs=True).remove)
+        self._share_embedding_rows()
+
+    def _share_embedding_rows(self) -> None:
+        """Timestep-embedding linears ([B, C] inputs, every row the same σ) run on one row.
+
+        A matrix product's rounding depends on its row count, so without this a clip split into
+        frame chunks would get embeddings a few ulps off the one-batch call's.
+        """
+        for name, module in self.unet.named_modules():
+            if isinstance(module, nn.Linear) and "motion_modules" not in name:
+                batch = {}
+                self._undo.append(module.register_forward_pre_hook(self._one_row(batch)).remove)
+                self._undo.append(module.register_forward_hook(self._all_rows(batch)).remove)
+
+    def _one_row(self, batch: dict):
+        def pre_hook(module, args):
+            batch.clear()
+            x = args[0]
+            if not self.active or x.ndim != 2 or x.shape[0] == 1 or not torch.equal(x, x[:1].expand_as(x)):
+                return None
+            batch["rows"] = x.shape[0]
+            return (x[:1], *args[1:])
+        return pre_hook
+
+    @staticmethod
+    def _all_rows(batch: dict):
+        def hook(module, args, output):
+            return output.expand(batch["rows"], *output.shape[1:]) if batch else None
+        return hook
 
     def _ldm_pre_hook(self, module, args, kwargs):
         if not self.active:
             return None
         hidden_states = args[0] if args else kwargs["x"]
-        return args, {**kwargs, "context": first_frame_context(hidden_states, self.frames)}
+        return args, {**kwargs, "context": self.context(module, hidden_states)}
 
     @contextmanager
     def paused(self):
@@ -94,7 +159,6 @@ class Inflation(Patch):
             yield self
         finally:
             self.active = previous
-
 
 
 def inflated(unet: nn.Module, frames: int) -> Inflation:

@@ -15,6 +15,10 @@ from typing import Any
 
 FILTERS = ("gaussian", "butterworth", "ideal", "box")
 MOTION_NORMS = ("paper", "per_frame")
+FUSE_METHODS = ("pyramid", "flat")
+INTERPOLATIONS = ("linear", "slerp")
+WHOLE_CLIP_BATCH = 32  # frames_per_batch=0: clips up to this length go through the UNet in one batch
+AUTO_FRAME_CHUNK = 16  # and longer ones this many frames at a time
 
 
 class ParamError(ValueError):
@@ -33,7 +37,7 @@ def _spec(default, help, *, low=None, high=None, open_low=False, choices=None, k
 
 @dataclass(frozen=True)
 class ElevatorParams:
-    frames: int = _spec(16, "number of video frames", low=2, high=128)
+    frames: int = _spec(16, "number of video frames", low=2, high=1024)
     refine_at: tuple = _spec(
         (0.13, 0.3, 0.5, 0.7),
         "where to refine motion: steps remaining (e.g. 26,21,15,9) or fractions of the schedule "
@@ -56,6 +60,22 @@ class ElevatorParams:
         "per_frame = each frame on its own (original AnimateDiff, sd-webui-animatediff)",
         choices=MOTION_NORMS,
     )
+    context: bool = _spec(True, "context windows: run the T2V over overlapping windows when the clip is longer than "
+                                "the motion module's positional encoding (or than context_length)")
+    context_length: int = _spec(0, "frames per T2V context window; 0 = automatic (16, capped by the motion module)",
+                                low=0, high=1024)
+    context_overlap: int = _spec(-1, "frames shared by neighbouring context windows; -1 = a quarter of the window",
+                                 low=-1, high=1023)
+    context_stride: int = _spec(1, "context window levels: level k also windows every 2^k-th frame", low=1, high=8)
+    context_fuse: str = _spec("pyramid", "how overlapping windows are averaged: pyramid favours window centres",
+                              choices=FUSE_METHODS)
+    closed_loop: bool = _spec(False, "a seamless loop: context windows wrap around and prompt travel returns "
+                                     "from the last key to the first")
+    prompt_interpolation: str = _spec("linear", "prompt travel: how the text conditioning moves between frame keys",
+                                      choices=INTERPOLATIONS)
+    frames_per_batch: int = _spec(0, f"frames per UNet batch of the T2I, correction and inversion passes (same "
+                                     f"result, less memory); 0 = all up to {WHOLE_CLIP_BATCH}, else {AUTO_FRAME_CHUNK}",
+                                  low=0, high=1024)
 
     def __post_init__(self):
         for spec in dataclasses.fields(self):
@@ -63,6 +83,17 @@ class ElevatorParams:
         for spec in dataclasses.fields(self):
             _check_range(spec, getattr(self, spec.name))
         _check_refine_form(self.refine_at)
+        if self.context_length == 1:
+            raise ParamError("context_length", 1, "0 (automatic) or at least 2 frames")
+        if self.context_length and self.context_overlap >= self.context_length:
+            raise ParamError("context_overlap", self.context_overlap,
+                             f"-1 (automatic) or less than context_length={self.context_length}")
+
+    def unet_batch_frames(self) -> int:
+        """How many frames of the clip go through the T2I UNet at once."""
+        if self.frames_per_batch:
+            return min(self.frames_per_batch, self.frames)
+        return self.frames if self.frames <= WHOLE_CLIP_BATCH else AUTO_FRAME_CHUNK
 
     def refine_steps_remaining(self, steps: int) -> tuple[int, ...]:
         """The paper's form for an N-step schedule, validated against N and ``t2v_steps``."""

@@ -131,7 +131,7 @@ class ElevatorLoop:
         for j in range(k, k + self.t2v_steps):
             sigma = schedule.sigma(ladder[j])
             denoised, _ = t2v.guided(x, sigma, **self.t2v_extra)
-            self.counter.add("t2v", 2)
+            self.counter.add("t2v", 2 * getattr(self.t2v, "clip_passes", 1))
             self.progress.update()
             if t2v.solver == "lcm":
                 c_skip, c_out = lcm_boundary(ladder[j])

@@ -17,7 +17,7 @@ def test_fractions_follow_the_step_count():
 
 
 @pytest.mark.parametrize("values,field,fragment", [
-    (dict(frames=1), "frames", "[2, 128]"),
+    (dict(frames=1), "frames", "[2, 1024]"),
     (dict(frames=2.5), "frames", "whole number"),
     (dict(t2v_steps=0), "t2v_steps", "[1, 50]"),
     (dict(t2v_cfg_scale=0.5), "t2v_cfg_scale", "[1, 30]"),

@@ -149,12 +149,26 @@ def test_cli_generates_a_playable_video_from_files_on_disk(model_files, tmp_path
     assert "T2V: AnimateLCM (lcm, t2v LoRA)" in read_parameters(tmp_path / "boat.webp")
 
 
+def test_cli_context_window_and_chunk_flags_reach_the_run_and_the_infotext(model_files, tmp_path):
+    extra = ["--frames", "6", "--context-length", "4", "--context-overlap", "1", "--context-fuse", "flat",
+             "--closed-loop", "--frames-per-batch", "2", "--format", "mp4"]
+    assert main(cli_args(model_files, tmp_path / "loop", *extra)) == 0
+    with av.open(str(tmp_path / "loop.mp4")) as container:
+        assert len(list(container.decode(video=0))) == 6
+        comment = container.metadata["comment"]
+    for item in ("context=on", "context_length=4", "context_overlap=1", "context_fuse=flat", "closed_loop=on",
+                 "frames_per_batch=2"):
+        assert item in comment
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--frames", "1"], "frames=1 is not allowed"),
     (["--refine-at", "6,7"], "refine_at"),
     (["--t2v-steps", "5"], "t2v_steps=5"),
     (["--width", "60"], "width=60"),
     (["--filter", "sinc"], "invalid choice"),
+    (["--frames", "65", "--no-context"], "frames=65 is not allowed; at most 64 with context windows off"),
+    (["--context-length", "4", "--context-overlap", "4"], "context_overlap=4"),
 ])
 def test_cli_bad_parameters_exit_nonzero_with_one_line(model_files, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) if message == "invalid choice" else _no_exit():

@@ -35,14 +35,15 @@ class T2VSwitch:
     active: bool = False
 
     @contextmanager
-    def on(self):
-        """The T2V pass for the duration of a block; the previous state comes back whatever happens."""
-        previous = self.active
-        self.active = True
+    def on(self, frames: int | None = None):
+        """The T2V pass for the duration of a block, over clips of ``frames`` (a context window)
+        or ``self.frames``; the previous state comes back whatever happens."""
+        previous = self.active, self.frames
+        self.active, self.frames = True, frames or self.frames
         try:
             yield self
         finally:
-            self.active = previous
+            self.active, self.frames = previous
 
     def groups(self, batch: int) -> int:
         """G for a batch of G·F frames; a batch that is not whole clips is a caller bug, so refuse it."""

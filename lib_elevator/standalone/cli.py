@@ -12,6 +12,7 @@ import time
 import torch
 
 from ..params import ElevatorParams, field_specs, validate_size
+from ..prompt_travel import parse_prompt_travel
 from ..video import FORMATS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -49,6 +50,19 @@ def _add_output_flags(parser: argparse.ArgumentParser, default_out: str) -> None
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_prompt_flags(parser: argparse.ArgumentParser, required: bool) -> None:
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument("--prompt", help="the prompt; frame-keyed lines ('0: ...', '32: ...') make it travel")
+    source.add_argument("--prompt-file", help="read the prompt (e.g. a multi-line prompt-travel prompt) from a file")
+
+
+def _prompt(args, default: str | None = None) -> str:
+    if args.prompt_file is not None:
+        with open(args.prompt_file, encoding="utf-8") as file:
+            return file.read().strip()
+    return args.prompt if args.prompt is not None else default
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib_elevator", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--t2v-lora", help="LoRA applied only in T2V passes (e.g. AnimateLCM_sd15_t2v_lora)")
     generate.add_argument("--solver", default="auto", choices=("auto", "ddim", "lcm"),
                           help="T2V solver; auto = LCM for AnimateLCM, else DDIM")
-    generate.add_argument("--prompt", required=True)
+    _add_prompt_flags(generate, required=True)
     generate.add_argument("--negative-prompt", default="")
     generate.add_argument("--width", type=int, default=512)
     generate.add_argument("--height", type=int, default=512)
@@ -81,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--base", default="sd15", choices=DEMO_MOTION, help="T2I shape: SD1.5 or SDXL (default %(default)s)")
     demo.add_argument("--motion", choices=sorted({m for kinds in DEMO_MOTION.values() for m in kinds}),
                       help="motion-model layout: sd15 animatelcm (default); sdxl animatediff-sdxl (default) or hotshotxl")
+    _add_prompt_flags(demo, required=False)
     _add_output_flags(demo, "outputs/demo/videoelevator-demo")
     _add_schema_flags(demo, skip=("frames",))
     return parser
@@ -99,8 +114,8 @@ def infotext(prompt: str, negative_prompt: str, steps: int, cfg_scale: float, se
 
 def _report(result, started: float, written) -> None:
     passes = result.counter.passes
-    print("UNet passes (F-frame):", ", ".join(f"{stage} {count}" for stage, count in passes.items()),
-          f"= {result.counter.total} (reused {result.counter.reused})")
+    print("UNet passes (F-frame):", ", ".join(f"{stage} {count:g}" for stage, count in passes.items()),
+          f"= {result.counter.total:g} (reused {result.counter.reused})")
     print(f"sampling {result.seconds:.1f}s, total {time.perf_counter() - started:.1f}s")
     for path in written:
         print(f"wrote {path}")
@@ -121,13 +136,15 @@ def run_generate(args) -> None:
     params = ElevatorParams(**_schema_values(args))
     params.refine_steps_remaining(args.steps)
     validate_size(args.width, args.height)
+    prompt = _prompt(args)
+    parse_prompt_travel(prompt, params.frames)
     pipe = load_pipeline(args.checkpoint, motion_module=args.motion_module, t2v_unet3d=args.t2v_unet3d,
-                         t2v_lora=args.t2v_lora, config_dir=args.config_dir, frames=params.frames, solver=args.solver,
+                         t2v_lora=args.t2v_lora, config_dir=args.config_dir, solver=args.solver,
                          device=args.device, dtype=DTYPES[args.dtype])
-    result = generate(pipe, args.prompt, args.negative_prompt, params=params, width=args.width, height=args.height,
+    result = generate(pipe, prompt, args.negative_prompt, params=params, width=args.width, height=args.height,
                       steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
                       disable_progress=True if args.quiet else None)
-    text = infotext(args.prompt, args.negative_prompt, args.steps, args.cfg_scale, args.seed, args.width,
+    text = infotext(prompt, args.negative_prompt, args.steps, args.cfg_scale, args.seed, args.width,
                     args.height, params, pipe.t2v.description)
     _report(result, started, _write(result, args, text))
 
@@ -157,11 +174,13 @@ def run_demo(args) -> None:
     started = time.perf_counter()
     params = ElevatorParams(**{**_schema_values(args), "frames": args.frames})
     params.refine_steps_remaining(args.steps)
+    prompt = _prompt(args, default="a tiny random model dancing")
+    parse_prompt_travel(prompt, params.frames)
     torch.set_num_threads(1)  # toy-sized layers: threading costs more than it gains
     pipe, label = demo_pipeline(args.base, args.motion)
     print(f"tiny models built in {time.perf_counter() - started:.1f}s; tiny {label} ({pipe.t2v.solver} T2V), "
           f"{params.frames} frames, {args.steps} steps, {args.size}x{args.size}")
-    prompt, negative = "a tiny random model dancing", "static"
+    negative = "static"
     result = generate(pipe, prompt, negative, params=params, width=args.size, height=args.size, steps=args.steps,
                       seed=args.seed, disable_progress=True if args.quiet else None)
     text = infotext(prompt, negative, args.steps, 7.5, args.seed, args.size, args.size, params, f"tiny {label}")

@@ -14,7 +14,8 @@ import torch
 
 @dataclass(frozen=True)
 class TextConditioning:
-    """One prompt per clip: ``context`` [G, seq, dim]; for SDXL ``pooled`` [G, dim] and ``time_ids`` [G, 6]."""
+    """One prompt per clip: ``context`` [G, seq, dim]; for SDXL ``pooled`` [G, dim] and ``time_ids`` [G, 6].
+    With prompt travel a clip has a row per frame instead (G·F rows)."""
 
     context: torch.Tensor
     pooled: torch.Tensor | None = None
@@ -33,8 +34,28 @@ class TextConditioning:
 
         return cls(joined("context"), joined("pooled"), joined("time_ids"))
 
+    def map(self, function) -> "TextConditioning":
+        """``function`` applied to every tensor present (context, pooled, time ids)."""
+        return TextConditioning(*(None if t is None else function(t) for t in (self.context, self.pooled, self.time_ids)))
+
     def to(self, dtype: torch.dtype) -> "TextConditioning":
-        return TextConditioning(*(None if t is None else t.to(dtype) for t in (self.context, self.pooled, self.time_ids)))
+        return self.map(lambda tensor: tensor.to(dtype))
+
+    @property
+    def rows(self) -> int:
+        return self.context.shape[0]
+
+    def repeated(self, frames: int) -> "TextConditioning":
+        """Every row repeated for ``frames`` frames (G clips → G·F frame rows)."""
+        return self.map(lambda tensor: tensor.repeat_interleave(frames, dim=0))
+
+    def take(self, index) -> "TextConditioning":
+        return self.map(lambda tensor: tensor[index])
+
+    def unet_kwargs(self) -> dict:
+        """UNet keyword arguments for a batch with one conditioning row per batch item."""
+        added = {} if self.pooled is None else self.added_cond_kwargs()
+        return {"encoder_hidden_states": self.context, **added}
 
     def sized(self, width: int, height: int) -> "TextConditioning":
         """With SDXL's size/crop ids for an uncropped ``width``×``height`` image (no-op without a pooled embedding)."""
@@ -54,7 +75,7 @@ class TextConditioning:
 
     def per_frame(self, frames: int) -> dict:
         """UNet keyword arguments with every clip's conditioning repeated for its ``frames`` frames."""
-        return {"encoder_hidden_states": self.context.repeat_interleave(frames, dim=0), **self.added_cond_kwargs(frames)}
+        return self.repeated(frames).unet_kwargs()
 
 
 @dataclass

@@ -146,7 +146,7 @@ def _prediction_type(folder: Path) -> str:
     return _read_json(folder / "scheduler" / "scheduler_config.json").get("prediction_type", "epsilon")
 
 
-def load_motion_t2v(path: str | Path, unet, frames: int, solver: str = "auto", lora: str | Path | None = None,
+def load_motion_t2v(path: str | Path, unet, solver: str = "auto", lora: str | Path | None = None,
                     copy: bool = False) -> T2VModel:
     """An AnimateDiff/AnimateLCM/SDXL T2V: the motion module injected into the T2I's own UNet, or, with
     ``copy``, diffusers' ``UNetMotionModel`` built from a copy of it (twice the UNet memory; not for
@@ -156,9 +156,6 @@ def load_motion_t2v(path: str | Path, unet, frames: int, solver: str = "auto", l
     adapter, info = load_motion_adapter(path)
     config = unet.config
     check_fits_unet(info, tuple(config.block_out_channels), config.cross_attention_dim, config.layers_per_block)
-    problem = info.frame_count_problem(frames)
-    if problem:
-        raise MotionModelError(problem)
     if solver == "auto":
         solver = info.default_solver
     lora_state = load_weights_file(lora) if lora is not None else None
@@ -189,7 +186,7 @@ def load_unet3d_t2v(folder: str | Path, dtype: torch.dtype = torch.float32, solv
 
 
 def load_pipeline(checkpoint, *, motion_module=None, t2v_unet3d=None, t2v_lora=None, config_dir=None,
-                  frames: int = 16, solver: str = "auto", device: str = "cpu",
+                  solver: str = "auto", device: str = "cpu",
                   dtype: torch.dtype = torch.float32) -> ElevatorPipeline:
     """Everything ``generate`` needs, from disk. Exactly one T2V source must be given."""
     if solver not in SOLVERS:
@@ -198,7 +195,7 @@ def load_pipeline(checkpoint, *, motion_module=None, t2v_unet3d=None, t2v_lora=N
         raise ModelFilesError("give exactly one T2V: a motion module (--motion-module) or a UNet3D folder (--t2v-unet3d)")
     t2i = load_t2i(checkpoint, config_dir, dtype)
     if motion_module is not None:
-        t2v = load_motion_t2v(motion_module, t2i.unet, frames, solver, t2v_lora)
+        t2v = load_motion_t2v(motion_module, t2i.unet, solver, t2v_lora)
     else:
         t2v = load_unet3d_t2v(t2v_unet3d, dtype, solver)
         t2v.lora = load_weights_file(t2v_lora) if t2v_lora is not None else None

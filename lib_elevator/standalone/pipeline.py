@@ -12,40 +12,48 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
 from ..attention import inflated
+from ..context import resolve_context, windowed
 from ..lora import GatedLora
-from ..motion.inject import MotionInjection, T2VSwitch
+from ..motion.inject import MotionInjection, T2VSwitch, positional_limit
 from ..motion.groupnorm import PerFrameNorm
 from ..noise import mixed_noise
 from ..params import ElevatorParams, ParamError, validate_size
+from ..prompt_travel import interpolate_conditioning, parse_prompt_travel
 from ..sampler import PassCounter, sample_elevator
 from ..schedules import ANIMATEDIFF_SCHEDULE, SD_SCHEDULE, VPSchedule, c_in, ddim_sigmas
 from .conditioning import TextConditioning
 
-# (z [G·F, C, h, w], t, conditioning of G clips, frames) -> model output (ε or v) [G·F, C, h, w]
+# (z [G·F, C, h, w], t, conditioning with a row per frame [G·F], frames F) -> model output (ε or v) [G·F, C, h, w]
 EpsModel = Callable[[torch.Tensor, torch.Tensor, TextConditioning, int], torch.Tensor]
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def unet2d_eps(unet) -> EpsModel:
-    """A per-frame 2D UNet: each frame is a batch item with its group's prompt (and SDXL's added conditioning)."""
+    """A per-frame 2D UNet: each frame is a batch item with its own conditioning row (and SDXL's added conditioning)."""
     def eps(z, t, contexts, frames):
-        return unet(z, t, **contexts.per_frame(frames)).sample
+        return unet(z, t, **contexts.unet_kwargs()).sample
     return eps
 
 
 def video_unet_eps(unet, context_per_frame: bool) -> EpsModel:
-    """A video UNet on [G, C, F, h, w]. ``UNetMotionModel`` wants the prompt repeated per frame (its
-    added conditioning per clip), ``UNet3DConditionModel`` repeats it itself."""
+    """A video UNet on [G, C, F, h, w]. ``UNetMotionModel`` takes a context row per frame (its added
+    conditioning per clip); ``UNet3DConditionModel`` takes one per clip and repeats it itself, so it
+    cannot follow a prompt that changes over the frames."""
     def eps(z, t, contexts, frames):
         video = z.unflatten(0, (-1, frames)).transpose(1, 2)
-        context = contexts.context.repeat_interleave(frames, dim=0) if context_per_frame else contexts.context
-        out = unet(video, t, encoder_hidden_states=context, **contexts.added_cond_kwargs()).sample
+        per_clip = contexts.take(slice(None, None, frames))
+        context = contexts.context
+        if not context_per_frame:
+            if not torch.equal(context, per_clip.context.repeat_interleave(frames, dim=0)):
+                raise ValueError("a UNet3D T2V takes one prompt per clip; prompt travel needs a motion-module T2V")
+            context = per_clip.context
+        out = unet(video, t, encoder_hidden_states=context, **per_clip.added_cond_kwargs()).sample
         return out.transpose(1, 2).flatten(0, 1)
     return eps
 
@@ -54,42 +62,73 @@ def video_unet_eps(unet, context_per_frame: bool) -> EpsModel:
 class EpsDenoiser:
     """ε- (or v-) prediction model → k-diffusion denoiser with CFG over [negative×F; prompt×F].
 
-    ``cond``/``uncond`` are one prompt's ``TextConditioning`` or, for SD1.x, its context tensor.
+    ``cond``/``uncond`` are one prompt's ``TextConditioning`` or, for SD1.x, its context tensor:
+    one row for the whole clip, or one per frame (prompt travel). With ``frames_per_batch`` and
+    the T2I's ``inflation``, the frames go through the UNet a chunk at a time, frame 0's attention
+    context computed once per layer and call (the one-batch result, bounded memory).
     """
 
     eps_model: EpsModel
     schedule: VPSchedule
-    cond: TextConditioning | torch.Tensor  # context [1, seq, dim]
+    cond: TextConditioning | torch.Tensor  # context [1 or F, seq, dim]
     uncond: TextConditioning | torch.Tensor
     cfg_scale: float
     frames: int
     solver: str = "ddim"
     dtype: torch.dtype = torch.float32
     prediction_type: str = "epsilon"
+    inflation: object = None
+    frames_per_batch: int = 0
 
     def __post_init__(self):
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {self.prediction_type!r} is not supported; one of {PREDICTION_TYPES}")
         self.cond, self.uncond = TextConditioning.of(self.cond), TextConditioning.of(self.uncond)
 
+    def _frame_rows(self, conditioning: TextConditioning) -> TextConditioning:
+        return conditioning if conditioning.rows == self.frames else conditioning.repeated(self.frames)
+
+    def window(self, indices: list[int]) -> "EpsDenoiser":
+        """This denoiser over the frames ``indices`` only (a context window of the T2V)."""
+        def pick(conditioning):
+            return conditioning if conditioning.rows == 1 else conditioning.take(indices)
+        return replace(self, cond=pick(self.cond), uncond=pick(self.uncond), frames=len(indices))
+
+    def _model(self, z, t, contexts):
+        chunk = self.frames_per_batch
+        if self.inflation is None or not chunk or chunk >= self.frames:
+            return self.eps_model(z, t, contexts, self.frames)
+        clips = z.unflatten(0, (-1, self.frames))
+        rows = torch.arange(contexts.rows, device=z.device).unflatten(0, (-1, self.frames))
+        outputs = []
+        with self.inflation.anchored():
+            for start in range(0, self.frames, chunk):
+                part = slice(start, min(start + chunk, self.frames))
+                size = part.stop - part.start
+                with self.inflation.frame_chunk(size):
+                    out = self.eps_model(clips[:, part].flatten(0, 1), t, contexts.take(rows[:, part].flatten()), size)
+                outputs.append(out.unflatten(0, (-1, size)))
+        return torch.cat(outputs, dim=1).flatten(0, 1)
+
     def _denoise(self, x, sigma, contexts):
         t = torch.tensor(self.schedule.timestep(sigma), dtype=torch.float32, device=x.device)
         scale = c_in(sigma)
-        out = self.eps_model((x * scale).to(self.dtype), t, contexts.to(self.dtype), self.frames).to(x.dtype)
+        out = self._model((x * scale).to(self.dtype), t, contexts.to(self.dtype)).to(x.dtype)
         if self.prediction_type == "v_prediction":  # x̂0 = √ᾱ·z − √(1−ᾱ)·v with √ᾱ = c_in, √(1−ᾱ) = σ·c_in
             return x * scale**2 - out * (sigma * scale)
         return x - sigma * out
 
     def guided(self, x, sigma):
-        both = self._denoise(torch.cat([x, x]), sigma, TextConditioning.cat([self.uncond, self.cond]))
+        both = self._denoise(torch.cat([x, x]), sigma,
+                             TextConditioning.cat([self._frame_rows(self.uncond), self._frame_rows(self.cond)]))
         uncond_x0, cond_x0 = both.chunk(2)
         return uncond_x0 + self.cfg_scale * (cond_x0 - uncond_x0), cond_x0
 
     def conditional(self, x, sigma):
-        return self._denoise(x, sigma, self.cond)
+        return self._denoise(x, sigma, self._frame_rows(self.cond))
 
     def unconditional(self, x, sigma):
-        return self._denoise(x, sigma, self.uncond)
+        return self._denoise(x, sigma, self._frame_rows(self.uncond))
 
 
 @dataclass
@@ -119,6 +158,11 @@ class SeparateT2V:
     text_encoder: TextEncoder | None = None
     description: str = ""
     lora: dict | None = None  # a T2V-only LoRA state dict (e.g. AnimateLCM's t2v LoRA)
+
+    @property
+    def frame_limit(self) -> int | None:
+        """The longest clip one call can take (the motion modules' positional encoding), if any."""
+        return positional_limit(self.modules[:1])
 
     def prepare(self, stack: ExitStack, t2i_unet, inflation, params: ElevatorParams) -> EpsModel:
         """The ε model for this run; a T2V LoRA is hooked on for the run (always on: the UNet is T2V-only)."""
@@ -157,6 +201,10 @@ class InjectedMotionT2V:
     def modules(self) -> tuple:
         return (self.adapter,)
 
+    @property
+    def frame_limit(self) -> int | None:
+        return positional_limit([self.adapter])
+
     def prepare(self, stack: ExitStack, t2i_unet, inflation, params: ElevatorParams) -> EpsModel:
         switch = T2VSwitch(params.frames)
         stack.enter_context(MotionInjection(t2i_unet, self.adapter, switch, self.frame_pooled_spatial_norms,
@@ -166,7 +214,7 @@ class InjectedMotionT2V:
         per_frame = unet2d_eps(t2i_unet)
 
         def eps(z, t, contexts, frames):
-            with switch.on(), inflation.paused():
+            with switch.on(frames), inflation.paused():
                 return per_frame(z, t, contexts, frames)
         return eps
 
@@ -228,6 +276,17 @@ class ElevatorResult:
     seed: int | None
 
 
+def encode_prompt(encoder, prompt: str, params: ElevatorParams) -> TextConditioning:
+    """One row for a plain prompt; a row per frame for a prompt with frame keys (prompt travel)."""
+    keys = parse_prompt_travel(prompt, params.frames)
+    if keys is None:
+        return TextConditioning.of(encoder(prompt))
+    key_rows = TextConditioning.cat([TextConditioning.of(encoder(key.prompt)) for key in keys])
+    frames = [key.frame for key in keys]
+    return key_rows.map(lambda rows: interpolate_conditioning(rows, frames, params.frames, params.closed_loop,
+                                                              params.prompt_interpolation))
+
+
 def generator_noise_sampler(shape, generator: torch.Generator, device, dtype):
     """Seeded SDEdit/LCM noise, drawn from the same generator as the initial latents."""
     return lambda sigma, sigma_next: torch.randn(shape, generator=generator, device=device, dtype=dtype)
@@ -263,11 +322,12 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
     if noise_sampler is None and generator is not None:
         noise_sampler = generator_noise_sampler((frames, *latent_shape), generator, "cpu", torch.float32)
 
-    cond, uncond = (TextConditioning.of(pipe.text_encoder(text)).sized(width, height) for text in (prompt, negative_prompt))
-    t2i = EpsDenoiser(unet2d_eps(pipe.unet), pipe.t2i_schedule, cond, uncond, cfg_scale, frames, dtype=dtype,
-                      prediction_type=pipe.prediction_type)
+    context = resolve_context(params, pipe.t2v.frame_limit)
+    cond = encode_prompt(pipe.text_encoder, prompt, params).sized(width, height)
+    uncond = TextConditioning.of(pipe.text_encoder(negative_prompt)).sized(width, height)
     t2v_text = pipe.t2v.text_encoder
-    t2v_cond, t2v_uncond = (t2v_text(prompt), t2v_text(negative_prompt)) if t2v_text else (cond, uncond)
+    t2v_cond, t2v_uncond = ((encode_prompt(t2v_text, prompt, params), t2v_text(negative_prompt)) if t2v_text
+                            else (cond, uncond))
     t2v_prediction = "epsilon" if t2v_text else pipe.prediction_type
     sigmas = ddim_sigmas(pipe.t2i_schedule, steps)
     x = latents.to(device, torch.float32) / c_in(float(sigmas[0]))
@@ -276,9 +336,13 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
     started = time.perf_counter()
     with ExitStack() as patches:
         inflation = patches.enter_context(inflated(pipe.unet, frames))
+        t2i = EpsDenoiser(unet2d_eps(pipe.unet), pipe.t2i_schedule, cond, uncond, cfg_scale, frames, dtype=dtype,
+                          prediction_type=pipe.prediction_type, inflation=inflation,
+                          frames_per_batch=params.unet_batch_frames())
         t2v_eps = pipe.t2v.prepare(patches, pipe.unet, inflation, params)
-        t2v = EpsDenoiser(t2v_eps, pipe.t2v.schedule, t2v_cond, t2v_uncond, params.t2v_cfg_scale, frames,
-                          solver=pipe.t2v.solver, dtype=dtype, prediction_type=t2v_prediction)
+        t2v = windowed(EpsDenoiser(t2v_eps, pipe.t2v.schedule, t2v_cond, t2v_uncond, params.t2v_cfg_scale, frames,
+                                   solver=pipe.t2v.solver, dtype=dtype, prediction_type=t2v_prediction),
+                       context, frames)
         x = sample_elevator(t2i, t2v, x, sigmas, params, callback=callback, disable=disable_progress,
                             noise_sampler=device_noise, counter=counter)
     final = x * c_in(float(sigmas[-1]))

@@ -7,6 +7,7 @@ import re
 
 from ..motion import check_fits_unet
 from ..params import ElevatorParams
+from ..prompt_travel import KEYED_LINE
 from .request import MotionModel
 
 AND_PROMPT = re.compile(r"\bAND\b")
@@ -46,6 +47,13 @@ def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | Non
                        "so switch one of them off")
     if motion is not None and motion.info.frame_count_problem(params.frames):
         reasons.append(motion.info.frame_count_problem(params.frames))
+    if params.context_length and params.frames > params.context_length:
+        reasons.append("context windows are not available in the WebUI yet; set context length to 0")
+    if any(KEYED_LINE.match(line) for prompt in prompts for line in prompt.splitlines()):
+        reasons.append("prompt travel (frame-keyed prompt lines such as '0: ...') is not available in the WebUI yet")
+    if params.frames_per_batch:
+        reasons.append("frames per batch is not available in the WebUI yet (the WebUI batches the frames itself); "
+                       "set it to 0")
     return reasons
 
 

@@ -68,6 +68,23 @@ def build_elevator_controls(elem_id) -> dict:
             t2v_lora = gr.Dropdown(_choices(lora_folders()), value="", label="T2V LoRA",
                                    info="applied only in T2V passes, e.g. AnimateLCM_sd15_t2v_lora")
             t2v_lora_scale = _slider(specs["t2v_lora_scale"], 0.05)
+    with gr.Accordion("Long video", open=False):
+        gr.Markdown("Clips longer than the motion model's frame limit run the T2V over overlapping **context "
+                    "windows** of *context length* frames (0 = 16, capped by the motion model).")
+        with gr.Row():
+            context = gr.Checkbox(DEFAULTS.context, label="context windows", info=specs["context"].metadata["help"])
+            closed_loop = gr.Checkbox(DEFAULTS.closed_loop, label="closed loop",
+                                      info=specs["closed_loop"].metadata["help"])
+            context_fuse = gr.Dropdown(list(specs["context_fuse"].metadata["choices"]), value=DEFAULTS.context_fuse,
+                                       label="window fuse", info=specs["context_fuse"].metadata["help"])
+        with gr.Row():
+            context_length = _slider(specs["context_length"], 1)
+            context_overlap = _slider(specs["context_overlap"], 1)
+            context_stride = _slider(specs["context_stride"], 1)
+            frames_per_batch = _slider(specs["frames_per_batch"], 1)
+            prompt_interpolation = gr.Dropdown(list(specs["prompt_interpolation"].metadata["choices"]),
+                                               value=DEFAULTS.prompt_interpolation, label="prompt interpolation",
+                                               info=specs["prompt_interpolation"].metadata["help"])
     with gr.Row():
         default_formats = shared.opts.data.get("videoelevator_formats", list(DEFAULT_FORMATS))
         formats = gr.CheckboxGroup(list(FORMATS), value=default_formats, label="Save as",
@@ -85,4 +102,7 @@ def build_elevator_controls(elem_id) -> dict:
         "filter": filter_shape, "d_s": d_s, "d_t": d_t, "butterworth_order": butterworth_order,
         "noise_alpha": noise_alpha, "correction": correction, "t2v_lora_scale": t2v_lora_scale, "fps": fps,
         "motion_norm": motion_norm,
+        "context": context, "context_length": context_length, "context_overlap": context_overlap,
+        "context_stride": context_stride, "context_fuse": context_fuse, "closed_loop": closed_loop,
+        "frames_per_batch": frames_per_batch, "prompt_interpolation": prompt_interpolation,
     }
