@@ -129,5 +129,6 @@ def test_a_clip_longer_than_the_positional_encoding_runs_through_windows(tiny, i
             handle.remove()
     assert result.latents.shape[0] == limit + 4 and torch.isfinite(result.latents).all()
     assert set(calls) == {2 * 16}  # a CFG batch of one 16-frame window per motion-module call
+    assert result.counter.passes["t2v"] == 2 * (3 * 16) / (limit + 4)  # windows at 0, 12, 20: 48 frames of 36
     with pytest.raises(ParamError, match="context windows off"):
         run(injected, frames=limit + 4, context=False)
