@@ -32,6 +32,7 @@ from lib_elevator.standalone.pipeline import (  # noqa: E402
     ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate, t2v_from_motion_unet, t2v_from_unet3d,
 )
 from lib_elevator.params import ElevatorParams  # noqa: E402
+from lib_elevator.standalone.conditioning import TextConditioning  # noqa: E402
 from lib_elevator.sampler import STAGES  # noqa: E402
 from lib_elevator.tiny import TinyModels, tiny_models, tiny_text_encoder  # noqa: E402
 
@@ -278,7 +279,7 @@ def t2v_memory_and_speed(models: TinyModels, text: TextEncoder, frames: int, siz
     motion_unet = UNetMotionModel.from_unet2d(models.unet, models.motion_adapter).eval()
     injected = InjectedMotionT2V(models.motion_adapter, solver="lcm")
     copied = t2v_from_motion_unet(motion_unet, "lcm")
-    contexts = torch.cat([text(NEGATIVE), text(PROMPT)])
+    contexts = TextConditioning(torch.cat([text(NEGATIVE), text(PROMPT)])).repeated(frames)
     injected_seconds, injected_out = time_t2v_call(injected, models.unet, frames, size, contexts)
     copied_seconds, copied_out = time_t2v_call(copied, models.unet, frames, size, contexts)
     difference = (injected_out - copied_out).abs().max().item() / copied_out.std().item()

@@ -24,7 +24,7 @@ FRAMES = 7
 
 def ldm_eps(unet):
     def eps(z, t, contexts, frames):
-        return unet(z, timesteps=t.expand(z.shape[0]), context=contexts)
+        return unet(z, timesteps=t.expand(z.shape[0]), context=contexts.context)
     return eps
 
 

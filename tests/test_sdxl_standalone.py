@@ -71,10 +71,10 @@ def test_first_frame_attention_covers_every_sdxl_transformer_block(pipe):
     sample[FRAMES] = sample[0]  # the second clip's first frame equals the first clip's
     plain = unet2d_eps(pipe.unet)
     with torch.no_grad():
-        expected = plain(sample, torch.tensor(500.0), conditioning, FRAMES)
+        expected = plain(sample, torch.tensor(500.0), conditioning.repeated(FRAMES), FRAMES)
         with inflated(pipe.unet, FRAMES) as inflation:
             wrapped = [n for n, p in pipe.unet.attn_processors.items() if type(p).__name__ == "_FirstFrameProcessor"]
-            out = plain(sample, torch.tensor(500.0), conditioning, FRAMES)
+            out = plain(sample, torch.tensor(500.0), conditioning.repeated(FRAMES), FRAMES)
     assert sorted(wrapped) == sorted(f"{name}.attn1.processor" for name in blocks)
     assert inflation.installed is False
     for first in (0, FRAMES):
