@@ -95,8 +95,7 @@ cond = torch.randn(1, 77, 32)
 with torch.no_grad(), inflated(unet, frames) as inflation:
     denoiser = EpsDenoiser(unet2d_eps(unet), SD_SCHEDULE, cond, cond, 7.5, frames, inflation=inflation,
                            frames_per_batch=chunk)
-    with open("/proc/self/statm") as statm:
-        before = int(statm.read().split()[1]) * resource.getpagesize() // 1024
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     denoiser.guided(x, 3.0)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
@@ -109,6 +108,7 @@ def peak_kib(frames: int, chunk: int) -> int:
 
 
 def test_peak_memory_of_64_frames_in_chunks_of_8_stays_far_below_one_batch():
-    """Growth of the process's peak RSS during one guided T2I call over 64 frames of 32×32 latents."""
+    """Growth of the process's peak RSS (a high-water mark, so other agents' memory pressure cannot
+    lower it) during one guided T2I call over 64 frames of 32×32 latents."""
     whole, chunked = peak_kib(64, 0), peak_kib(64, 8)
     assert chunked < 0.5 * whole, (chunked, whole)
