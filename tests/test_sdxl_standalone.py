@@ -91,16 +91,17 @@ def test_t2v_passes_run_on_the_motion_models_schedule_with_per_frame_sdxl_condit
 
     def spy(self, x, sigma, contexts):
         if self.schedule is schedule and self.solver == pipe.t2v.solver and self.cfg_scale == 2.0:
-            seen.append((sigma, self.schedule.timestep(sigma), contexts.time_ids.tolist(), contexts.pooled.shape))
+            seen.append((sigma, self.schedule.timestep(sigma), contexts.time_ids.tolist(), contexts.pooled.shape,
+                         x.shape[0]))
         return original(self, x, sigma, contexts)
 
     monkeypatch.setattr(EpsDenoiser, "_denoise", spy)  # T2V calls told apart by their CFG scale (the T2I's is 5)
     generate(pipe, "a dancing robot", "blurry", params=ElevatorParams(**SHORT, t2v_cfg_scale=2.0), width=96,
              height=SIZE, steps=12, seed=1, decode=False, disable_progress=True, cfg_scale=5.0)
     assert len(seen) == 2 * 3  # two refinements of three T2V steps
-    for sigma, t, time_ids, pooled_shape in seen:
+    for sigma, t, time_ids, pooled_shape, rows in seen:  # a conditioning row per frame of the CFG batch
         assert 1 / (1 + sigma**2) == pytest.approx(float(schedule.alphas_cumprod[round(t)]), rel=1e-5)
-        assert time_ids == [[SIZE, 96.0, 0.0, 0.0, SIZE, 96.0]] * 2 and pooled_shape == (2, 32)
+        assert time_ids == [[SIZE, 96.0, 0.0, 0.0, SIZE, 96.0]] * rows and pooled_shape == (rows, 32)
 
 
 def test_sdxl_run_is_reproducible_per_seed_and_leaves_the_unet_as_it_was(pipe):
