@@ -193,7 +193,7 @@ def test_cli_elevates_an_sdxl_folder_with_an_sdxl_motion_file(sdxl_files, tmp_pa
 def test_sd15_motion_module_with_an_sdxl_checkpoint_is_refused_naming_both(sdxl_files):
     _, folder, _, motion = sdxl_files
     with pytest.raises(ValueError, match=r"AnimateLCM motion module is made for SD1\.5 UNets .* loaded model's UNet"):
-        load_pipeline(folder, motion_module=motion["animatelcm_t2v"], frames=3)
+        load_pipeline(folder, motion_module=motion["animatelcm_t2v"])
 
 
 @pytest.mark.parametrize("variant, message", [
@@ -218,16 +218,16 @@ def test_checkpoints_the_elevator_cannot_run_are_refused_by_name(sdxl_files, tmp
     else:
         save_sdxl_folder(target, pipe, {"prediction_type": "v_prediction"}, addition_embed_type=None)
     with pytest.raises(ModelFilesError, match=message):
-        load_pipeline(target, motion_module=motion["animatediff_sdxl_beta"], frames=3)
+        load_pipeline(target, motion_module=motion["animatediff_sdxl_beta"])
 
 
 def test_v_prediction_sdxl_folder_runs_with_v_prediction_in_both_passes(sdxl_files, tmp_path):
     _, _, pipe, motion = sdxl_files
     folder = save_sdxl_folder(tmp_path / "vpred", pipe, {"prediction_type": "v_prediction"})
-    loaded = load_pipeline(folder, motion_module=motion["animatediff_sdxl_beta"], frames=FRAMES)
+    loaded = load_pipeline(folder, motion_module=motion["animatediff_sdxl_beta"])
     assert loaded.prediction_type == "v_prediction"
     result = run(loaded)
-    eps_result = run(load_pipeline(sdxl_files[1], motion_module=motion["animatediff_sdxl_beta"], frames=FRAMES))
+    eps_result = run(load_pipeline(sdxl_files[1], motion_module=motion["animatediff_sdxl_beta"]))
     assert torch.isfinite(result.latents).all() and not torch.allclose(result.latents, eps_result.latents)
 
 
