@@ -326,3 +326,58 @@ def test_failure_inside_a_t2v_pass_still_restores_the_unet(files, unet):
         with MotionInjection(unet, adapter, switch, info.frame_pooled_spatial_norms), switch.on():
             per_frame_call(unet, *inputs)
     assert_same_snapshot(before, snapshot(unet, inputs))
+
+
+# --- the ldm/sgm UNet tree (A1111's SDXL UNet is sgm's UNetModel, ldm's with per-level depth and a vector input) ----
+
+def sgm_shaped_pair():
+    """A diffusers SDXL-shaped UNet and ldm's ``UNetModel`` with the same weights and SDXL's vector input.
+
+    No PyPI package ships ``sgm``; its ``UNetModel`` is ldm's block tree (``input_blocks``/``middle_block``/
+    ``output_blocks`` of ``ResBlock``, ``SpatialTransformer``, ``Downsample``/``Upsample``) plus
+    ``label_emb`` (Linear-SiLU-Linear) on ``y`` = pooled text ⊕ size-id embeddings, which is what
+    ``num_classes="sequential"`` builds there. This stand-in uses one transformer block per level (ldm
+    has no per-level depth).
+    """
+    pytest.importorskip("ldm", reason="needs the ldm package: pip install --no-deps stable-diffusion-sdkit==2.1.5")
+    from ldm.modules.diffusionmodules import openaimodel
+
+    from ldm_helpers import diffusers_unet, ldm_state_dict_from_diffusers, ldm_unet_kwargs
+    from lib_elevator.tiny import SDXL_UNET2D_CONFIG
+
+    config = {**SDXL_UNET2D_CONFIG, "transformer_layers_per_block": 1, "attention_head_dim": 4}
+    unet = diffusers_unet(config, seed=21)
+    sgm = openaimodel.UNetModel(**ldm_unet_kwargs(config)).eval()
+    state = {k: v for k, v in unet.state_dict().items() if not k.startswith("add_embedding.")}
+    sgm.load_state_dict(ldm_state_dict_from_diffusers(sgm, state), strict=True)
+    embedding = unet.add_embedding
+    sgm.num_classes = "sequential"
+    sgm.label_emb = torch.nn.Sequential(torch.nn.Sequential(embedding.linear_1, torch.nn.SiLU(), embedding.linear_2))
+    return unet, sgm
+
+
+def sgm_call(sgm, diffusers_unet, sample, context, pooled, time_ids):
+    vector = torch.cat([pooled, diffusers_unet.add_time_proj(time_ids.flatten()).reshape(GROUPS, -1)], -1)
+    with torch.no_grad():
+        return sgm(sample, timesteps=torch.full((sample.shape[0],), TIMESTEP), context=context.repeat_interleave(FRAMES, 0),
+                   y=vector.repeat_interleave(FRAMES, 0))
+
+
+@pytest.mark.parametrize("kind", ["animatediff_sdxl_beta", "hotshotxl"])
+def test_sgm_shaped_unet_equals_diffusers_with_each_sdxl_motion_model(files, kind):
+    unet, sgm = sgm_shaped_pair()
+    adapter, info = load_motion_adapter(files[kind][0])
+    inputs = clip_inputs()
+    plain = per_frame_call(unet, *inputs)
+    assert relative_difference(sgm_call(sgm, unet, *inputs), plain) <= PARITY
+    results = {}
+    for name, model in (("diffusers", unet), ("sgm", sgm)):
+        switch = T2VSwitch(FRAMES)
+        with MotionInjection(model, adapter, switch, info.frame_pooled_spatial_norms):
+            call = (lambda: per_frame_call(unet, *inputs)) if name == "diffusers" else (lambda: sgm_call(sgm, unet, *inputs))
+            off = call()
+            with switch.on():
+                results[name] = call()
+        assert torch.equal(off, call())
+    assert relative_difference(results["sgm"], results["diffusers"]) <= PARITY
+    assert relative_difference(results["diffusers"], plain) > 1e-2
