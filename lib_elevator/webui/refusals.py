@@ -32,6 +32,16 @@ def motion_fit_reasons(motion: MotionModel | None, unet) -> list[str]:
     return []
 
 
+SDXL_IN_WEBUI = ("SDXL checkpoints are not supported inside the WebUI yet; an SDXL checkpoint with an SDXL motion model "
+                 "(AnimateDiff-SDXL, Hotshot-XL) runs in the standalone tool (python -m lib_elevator generate)")
+
+
+def sdxl_checkpoint_reasons(motion: MotionModel | None, unet) -> list[str]:
+    """An SDXL checkpoint: a motion model made for another base model is refused naming both sides;
+    with an SDXL one the refusal says where SDXL runs today."""
+    return motion_fit_reasons(motion, unet) or [SDXL_IN_WEBUI]
+
+
 def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> list[str]:
     """What no host can honour, whatever the checkpoint: the request's own conflicts."""
     reasons = []

@@ -35,8 +35,10 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
 
     reasons = []
     model = p.sd_model
-    if getattr(model, "is_sdxl", False) or getattr(model, "is_sd3", False) or not hasattr(model, "model"):
-        reasons.append("only SD1.x checkpoints are supported (this one is SDXL, SD3, Flux or another kind)")
+    if getattr(model, "is_sd3", False) or not hasattr(model, "model"):
+        reasons.append("only SD1.x checkpoints are supported (this one is SD3, Flux or another kind)")
+    elif getattr(model, "is_sdxl", False):
+        reasons += refusals.sdxl_checkpoint_reasons(motion, unet_of(model))
     elif getattr(model, "parameterization", "eps") != "eps":
         reasons.append("v-prediction checkpoints (SD2-v) are not supported")
     else:

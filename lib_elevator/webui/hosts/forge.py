@@ -47,8 +47,10 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
     reasons = []
     model = p.sd_model
     kmodel = model.forge_objects.unet.model
-    if not getattr(model, "is_sd1", False):
-        reasons.append("only SD1.x checkpoints are supported (this one is SDXL, SD3, Flux or another kind)")
+    if getattr(model, "is_sdxl", False):
+        reasons += refusals.sdxl_checkpoint_reasons(motion, kmodel.diffusion_model)
+    elif not getattr(model, "is_sd1", False):
+        reasons.append("only SD1.x checkpoints are supported (this one is SD3, Flux or another kind)")
     elif getattr(kmodel.predictor, "prediction_type", "epsilon") != "epsilon":
         reasons.append("v-prediction checkpoints are not supported")
     elif getattr(model, "is_inpaint", False):
