@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from .motion.errors import MotionModelError
+from .motion.library import list_motion_models
+from .motion.safe_load import SAFETENSORS_SUFFIXES, load_weights_file
 from .patches import Patch
 
 _ROLE_SUFFIXES = (
@@ -33,6 +38,8 @@ _ROLE_SUFFIXES = (
     (".alpha", "alpha"),
 )
 _PREFIXES = ("lora_unet_", "unet.", "base_model.model.")
+# kohya (SD1/SDXL), diffusers and PEFT names of text-encoder LoRA weights
+_TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "text_encoder.", "text_encoder_2.", "te.", "te1.", "te2.")
 _PROCESSOR_LAYER = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)_lora\.")
 
 
@@ -72,27 +79,85 @@ def _split_key(key: str) -> tuple[str, str] | None:
     return None
 
 
+def _examples(names) -> str:
+    return ", ".join(sorted(names)[:3])
+
+
+def not_a_unet_lora(names) -> str | None:
+    """Why a file with these tensor names is not a LoRA for the UNet alone (None when it is one).
+
+    Checked before anything is matched, so a wrong pick gets a reason a user can act on: a motion
+    module, a motion LoRA (it changes the motion modules) and a checkpoint LoRA with text-encoder
+    weights each look different from AnimateLCM's t2v LoRA.
+    """
+    names = list(names)
+    motion = [name for name in names if ".motion_modules." in name or name.startswith("motion_modules.")]
+    if motion:
+        if any(_split_key(name) for name in motion):
+            return "is a motion LoRA (it changes the motion modules), not a LoRA for the UNet"
+        return "is a motion module, not a LoRA; pick it as the motion model"
+    text = [name for name in names if name.startswith(_TEXT_ENCODER_PREFIXES)]
+    if text:
+        return (f"is not a UNet-only LoRA: it also has text-encoder weights (e.g. {_examples(text)}). Use it in the "
+                "prompt as <lora:…>; a T2V LoRA holds UNet weights only, like AnimateLCM's t2v LoRA")
+    unknown = [name for name in names if _split_key(name) is None]
+    if unknown or not names:
+        return f"is not a LoRA: {len(unknown)} of its {len(names)} tensors are not UNet LoRA weights, e.g. {_examples(unknown)}"
+    return None
+
+
+def list_t2v_loras(folders) -> dict[str, Path]:
+    """File name → path of the T2V LoRAs in ``folders``: ``.safetensors`` files whose tensor names
+    (read from the header alone) make a UNet-only LoRA, and pickle files with "lora" in their name
+    (looking inside those would mean loading them)."""
+    return {name: path for name, path in list_motion_models(folders).items() if _looks_like_t2v_lora(path)}
+
+
+def _looks_like_t2v_lora(path: Path) -> bool:
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        return "lora" in path.stem.lower()
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return not_a_unet_lora(file.keys()) is None
+    except (SafetensorError, OSError):
+        return False
+
+
+def resolve_t2v_lora(name: str, folders) -> Path:
+    """The file a T2V LoRA name stands for; any weights file in ``folders`` so that a wrong pick is
+    explained by ``load_t2v_lora`` rather than reported missing."""
+    available = list_motion_models(folders)
+    if name not in available:
+        raise MotionModelError(f"T2V LoRA {name!r} not found in the LoRA folders ({', '.join(map(str, folders))})")
+    return available[name]
+
+
+def load_t2v_lora(path: Path) -> dict[str, torch.Tensor]:
+    """A T2V LoRA's tensors, refused with the reason when the file is not a UNet-only LoRA."""
+    state_dict = load_weights_file(path)
+    problem = not_a_unet_lora(state_dict)
+    if problem:
+        raise MotionModelError(f"T2V LoRA {Path(path).name!r} {problem}")
+    return state_dict
+
+
 def parse_lora(state_dict: dict[str, torch.Tensor]) -> dict[str, LoraWeights]:
     """Group a LoRA state dict by layer, keyed by the layer's diffusers name with ``_`` for ``.``.
 
     Using the underscore form for every layout makes kohya names (which lost their dots) and
     dotted diffusers/PEFT names meet in one namespace.
     """
+    problem = not_a_unet_lora(state_dict)
+    if problem:
+        raise ValueError(problem)
     layers: dict[str, LoraWeights] = {}
-    unknown = []
     for key, tensor in state_dict.items():
-        parsed = _split_key(key)
-        if parsed is None:
-            unknown.append(key)
-            continue
-        name, role = parsed
+        name, role = _split_key(key)
         weights = layers.setdefault(name, LoraWeights(source=key))
         if role == "alpha":
             weights.alpha = float(tensor)
         else:
             setattr(weights, role, tensor)
-    if unknown:
-        raise ValueError(f"{len(unknown)} keys are not UNet LoRA weights, e.g. {', '.join(sorted(unknown)[:5])}")
     incomplete = sorted(w.source for w in layers.values() if w.down is None or w.up is None)
     if incomplete:
         raise ValueError(f"{len(incomplete)} LoRA layers lack a down or up weight, e.g. {', '.join(incomplete[:5])}")
@@ -147,10 +212,24 @@ def _fit_to_layer(layer: nn.Module, weights: LoraWeights) -> tuple[torch.Tensor,
             f"LoRA {weights.source}: down {tuple(weights.down.shape)} / up {tuple(weights.up.shape)} do not fit "
             f"{type(layer).__name__} expecting {expected_down} / {expected_up}"
         )
+    return down, up
+
+
+def _placed_like(layer: nn.Module, down: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pair on the layer's device and in its dtype, so a call does not convert it."""
     reference = layer.weight
     # fp8/NF4/GGUF-stored weights: keep the pair in float32 (it is cast to the activations' dtype per call)
     dtype = reference.dtype if reference.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
     return down.to(reference.device, dtype), up.to(reference.device, dtype)
+
+
+def lora_fit_problem(unet: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
+    """Why this LoRA cannot be hooked onto ``unet`` (None when every layer fits); copies nothing."""
+    try:
+        GatedLora.match(unet, parse_lora(state_dict), place=False)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 @dataclass(frozen=True)
@@ -177,10 +256,11 @@ class GatedLora(Patch):
         super().__init__()
         self.gate = gate
         self.scale = scale
-        self.targets = self._match(unet, parse_lora(state_dict))
+        self.targets = self.match(unet, parse_lora(state_dict))
 
     @staticmethod
-    def _match(unet: nn.Module, layers: dict[str, LoraWeights]) -> list[LoraTarget]:
+    def match(unet: nn.Module, layers: dict[str, LoraWeights], place: bool = True) -> list[LoraTarget]:
+        """Each LoRA layer's UNet layer and its shape-checked pair (moved to the layer when ``place``)."""
         by_underscored = {name.replace(".", "_"): (name, module) for name, module in lora_target_layers(unet).items()}
         unmatched = sorted(weights.source for key, weights in layers.items() if key not in by_underscored)
         if unmatched:
@@ -192,6 +272,8 @@ class GatedLora(Patch):
         for key, weights in sorted(layers.items()):
             name, layer = by_underscored[key]
             down, up = _fit_to_layer(layer, weights)
+            if place:
+                down, up = _placed_like(layer, down, up)
             targets.append(LoraTarget(name, layer, down, up, weights.multiplier))
         return targets
 

@@ -4,7 +4,6 @@ Only wiring lives here; the algorithm and the host adapters are in ``lib_elevato
 picked per generation from the loaded model, see ``lib_elevator.webui.dispatch.host_for``).
 """
 import base64
-import os
 
 import gradio as gr
 
@@ -13,8 +12,8 @@ from lib_elevator.webui.hosts import a1111
 from lib_elevator.webui.request import DEFAULT_FORMATS, SCRIPT_FIELDS, ElevatorRequest, MotionModel, RequestError, param_field_names
 from lib_elevator.webui.ui import build_elevator_controls
 from lib_elevator.motion import MotionModelError
-from lib_elevator.motion.library import MotionModelCache, resolve_motion_model
-from lib_elevator.motion.safe_load import load_weights_file
+from lib_elevator.lora import load_t2v_lora, resolve_t2v_lora
+from lib_elevator.motion.library import FileCache, MotionModelCache, resolve_motion_model
 from lib_elevator.params import ElevatorParams
 from lib_elevator.video import FORMATS
 from modules import script_callbacks, scripts, shared
@@ -22,6 +21,7 @@ from modules.ui_components import InputAccordion
 
 INFOTEXT_KEY = "VideoElevator"
 MOTION_CACHE = MotionModelCache()
+T2V_LORA_CACHE = FileCache(load_t2v_lora)
 
 a1111.register_callbacks()
 
@@ -57,6 +57,7 @@ class VideoElevatorScript(scripts.Script):
             dispatch.refuse(p, error)
             return
         p.batch_size = request.params.frames
+        p.do_not_save_samples = p.do_not_save_grid = True  # the video is the output; frames only on request (PNG)
         p.get_token_merging_ratio = lambda for_hr=False: 0.0  # ToMe merges tokens across the frame layout
         p.extra_generation_params[INFOTEXT_KEY] = request.params.to_infotext()
         p.extra_generation_params[f"{INFOTEXT_KEY} motion_model"] = request.motion_model
@@ -64,8 +65,8 @@ class VideoElevatorScript(scripts.Script):
             p.extra_generation_params[f"{INFOTEXT_KEY} t2v_lora"] = request.t2v_lora
         if request.solver != "auto":
             p.extra_generation_params[f"{INFOTEXT_KEY} solver"] = request.solver
-        p.videoelevator = {"request": request, "runs": [], "videos": []}
-        dispatch.wrap_sample(p, request.params, motion, p.videoelevator["runs"])
+        p.videoelevator = dispatch.ElevatorJob(request, motion)
+        dispatch.wrap_sample(p, p.videoelevator)
 
     def _motion_model(self, request):
         try:
@@ -73,40 +74,41 @@ class VideoElevatorScript(scripts.Script):
             adapter, info = MOTION_CACHE.get(path)
             lora = None
             if request.t2v_lora:
-                lora = load_weights_file(resolve_motion_model(request.t2v_lora, outputs.lora_folders()))
+                lora = T2V_LORA_CACHE.get(resolve_t2v_lora(request.t2v_lora, outputs.lora_folders()))
         except MotionModelError as error:
             raise RequestError(f"VideoElevator: {error}") from None
         return MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora)
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         """Forge re-copies its UNet patcher right before this; the run patches that copy (A1111: no-op)."""
-        state = getattr(p, "videoelevator", None)
-        if state and state["runs"]:
-            state["runs"][-1].before_sampling(p)
+        job = getattr(p, "videoelevator", None)
+        if isinstance(job, dispatch.ElevatorJob) and job.active is not None:
+            job.active.before_sampling(p)
 
     def postprocess_batch_list(self, p, pp, *args, **kwargs):
-        state = getattr(p, "videoelevator", None)
-        if not state:
-            return
-        videos = outputs.save_batch_video(p, state["request"], pp.images, kwargs.get("batch_number", 0))
-        state["videos"].append(videos)
+        job = getattr(p, "videoelevator", None)
+        if isinstance(job, dispatch.ElevatorJob):
+            job.videos += outputs.save_batch_video(p, job.request, pp.images, kwargs.get("batch_number", 0))
 
     def postprocess(self, p, processed, *args):
-        state = getattr(p, "videoelevator", None)
-        if not state or not state["videos"]:
+        """Videos into the gallery (UI) or the response (API), the pass counts into the comment and the
+        API's ``info``; then the job ends and ``p.videoelevator`` keeps only its plain summary."""
+        job = getattr(p, "videoelevator", None)
+        if not isinstance(job, dispatch.ElevatorJob):
+            return
+        summary = p.videoelevator = job.summary()
+        outputs.add_to_api_info(processed, summary)
+        if job.counters:
+            line = outputs.passes_line(summary["passes"], len(job.counters))
+            processed.comments = f"{processed.comments}\n{line}" if processed.comments else line
+        if not job.videos:
             return
         if getattr(p, "is_api", False):
-            processed.images = [base64.b64encode(open(path, "rb").read()).decode("ascii")
-                                for paths in state["videos"] for path in paths if os.path.isfile(path)]
+            processed.images = [base64.b64encode(path.read_bytes()).decode("ascii")
+                                for path in job.videos if path.is_file()]
         else:
-            previews = [str(path) for paths in state["videos"] for path in paths
-                        if str(path).endswith((".gif", ".webp"))]
-            processed.images = previews + processed.images
+            processed.images = [str(path) for path in job.videos if path.suffix in (".gif", ".webp")] + processed.images
         processed.infotexts = [processed.infotexts[0]] * len(processed.images) if processed.infotexts else []
-        passes = [run.counter.passes for run in state["runs"]]
-        if passes:
-            processed.comments = (processed.comments + "\n" if processed.comments else "") + \
-                f"VideoElevator UNet passes per video: {passes[0]}"
 
 
 def on_infotext_pasted(infotext, params):

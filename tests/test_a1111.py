@@ -72,6 +72,21 @@ def elevator_p(webui, prompt="a boat on a lake", *, api=None, steps=6, **fields)
     return webui.txt2img(prompt, steps=steps, scripts=webui.extension, script_args=args)
 
 
+def elevator_params(processed):
+    """The ``ElevatorParams`` a finished job wrote into its infotext."""
+    from lib_elevator.params import ElevatorParams
+    from modules import infotext_utils
+
+    return ElevatorParams.from_infotext(infotext_utils.parse_generation_parameters(processed.infotexts[0])["VideoElevator"])
+
+
+def requested_params(webui, p):
+    """The ``ElevatorParams`` in ``p``'s VideoElevator arguments."""
+    from lib_elevator.webui.request import ElevatorRequest
+
+    return ElevatorRequest.from_script_args(p.script_args[webui.script.args_from:webui.script.args_to]).params
+
+
 def fingerprint(unet):
     """State dict hash, a probe forward, and the hooks and class-level forwards in place."""
     digest = hashlib.sha256()
@@ -114,8 +129,8 @@ def test_txt2img_makes_a_video_through_the_webui(webui):
     assert comment.startswith("a boat on a lake") and "VideoElevator: frames=3 refine_at=4/2" in comment
     assert f"VideoElevator motion_model: {MOTION}" in comment
     assert str(processed.images[0]).endswith(".gif")  # the gallery shows the animation first
-    run = p.videoelevator["runs"][0]
-    assert run.counter.passes == {"t2i": 12, "correction": 0, "t2v": 8, "inversion": 4} and run.counter.reused == 1
+    assert p.videoelevator["passes"] == {"t2i": 12, "correction": 0, "t2v": 8, "inversion": 4}
+    assert p.videoelevator["reused"] == 1
     assert p.batch_size == 3
 
 
@@ -168,9 +183,8 @@ def test_model_is_restored_after_interrupt_and_skip(webui, action):
 def test_api_dict_uses_schema_names_and_defaults(webui):
     p = elevator_p(webui, api={"motion_model": MOTION, "frames": 2, "refine_at": [4, 2], "t2v_steps": 2,
                                "formats": ["webm"], "fps": 12})
-    webui.run(p)
-    request = p.videoelevator["request"]
-    assert request.params.frames == 2 and request.params.fps == 12 and request.params.d_t == 0.6  # default kept
+    params = elevator_params(webui.run(p))
+    assert params.frames == 2 and params.fps == 12 and params.d_t == 0.6  # default kept
     assert [path.suffix for path in videos_in(webui)] == [".webm"]
 
 
@@ -285,7 +299,7 @@ def test_infotext_pastes_back_every_field(webui):
 
     script_callbacks.infotext_pasted_callback(processed.infotexts[0], params)
     restored = {name: params[f"VideoElevator {name}"] for name in ElevatorParams.__dataclass_fields__}
-    assert ElevatorParams.from_dict(restored) == p.videoelevator["request"].params
+    assert ElevatorParams.from_dict(restored) == requested_params(webui, p)
     assert params["VideoElevator motion_model"] == MOTION
 
 

@@ -86,20 +86,17 @@ def test_live_slots_read_the_built_controls_and_skip_scripts_without_a_ui():
 
 
 def test_picks_the_newest_playable_video_and_one_preview_per_video():
-    videos = [
-        [Path("out/00001-1.mp4"), Path("out/00001-1.gif"), Path("out/00001-1-frames")],
-        [Path("out/00002-2.webm"), Path("out/00002-2.webp"), Path("out/00002-2.gif")],
-        [Path("out/00003-3.png")],
-    ]
-    player, previews = pick_outputs(videos)
+    saved = [Path("out/00001-1.mp4"), Path("out/00001-1.gif"), Path("out/00001-1-frames"),
+             Path("out/00002-2.webm"), Path("out/00002-2.webp"), Path("out/00002-2.gif"), Path("out/00003-3.png")]
+    player, previews = pick_outputs(saved)
     assert player == str(Path("out/00002-2.webm"))
     assert previews == [str(Path("out/00001-1.gif")), str(Path("out/00002-2.gif"))]
-    assert pick_outputs([[Path("a.webm"), Path("a.mp4")]])[0] == "a.mp4"
+    assert pick_outputs(["a.webm", "a.mp4"])[0] == "a.mp4"
     assert pick_outputs([]) == (None, [])
 
 
 def test_info_html_escapes_and_lists_the_saved_files():
-    text = info_html("a <cat>\nSteps: 30", "", [[Path("out/1.mp4")]])
+    text = info_html("a <cat>\nSteps: 30", "", [Path("out/1.mp4")])
     assert text == f"<p>a &lt;cat&gt;<br>Steps: 30</p><p>{Path('out/1.mp4')}</p>"  # no paragraph for no comments
 
 
@@ -132,7 +129,7 @@ def fake_webui(monkeypatch, refusal=None):
         if refusal:
             dispatch.refuse(p, webui.RequestError(refusal))
         else:
-            p.videoelevator = {"videos": [[Path("out/00001-7.mp4"), Path("out/00001-7.gif")]]}
+            p.videoelevator = {"videos": [str(Path("out/00001-7.mp4")), str(Path("out/00001-7.gif"))]}
         p.sample("cond", "uncond", [7], [0], 0.0, ["a cat"])
         return SimpleNamespace(info="a cat\nSteps: 30", comments="")
 

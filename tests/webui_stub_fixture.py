@@ -16,6 +16,7 @@ ldm class patches (and ``modules.safe``'s ``torch.load`` replacement) are undone
 The fixture yields a ``WebUI`` helper (below): attribute access imports stand-in modules
 (``webui.shared``, ``webui.processing`` …), ``webui.sd_model``/``webui.unet``, ``webui.txt2img(...)``
 builds a ``p`` like A1111's txt2img tab does, ``webui.run(p)`` runs it the way the UI does,
+``webui.post_txt2img(payload)`` sends it through the API stand-in (→ status code, JSON body),
 ``webui.runner(*scripts)`` builds a ``ScriptRunner``, ``webui.load_extension(path)`` loads a real
 extension folder (``preload.py`` + ``scripts/*.py``), ``webui.errors`` lists reported exceptions.
 
@@ -111,6 +112,11 @@ class WebUI:
             return processed
         finally:
             shared.state.end()
+
+    def post_txt2img(self, payload: dict) -> tuple:
+        """(status code, JSON body) of ``POST /sdapi/v1/txt2img`` with ``payload`` (the API stand-in)."""
+        api = importlib.import_module("modules.api.api")
+        return api.Api().post(api.TXT2IMG_PATH, payload)
 
     def runner(self, *scripts_or_classes, is_img2img=False):
         """A ``ScriptRunner`` holding these scripts, UI created (``args_from/args_to`` assigned)."""

@@ -1,4 +1,4 @@
-"""The user's motion models on disk: listing by name, safe resolution, and a one-entry cache.
+"""The user's motion models on disk: listing by name, safe resolution, and a one-entry file cache.
 
 A name from an API request is only ever looked up in the listing, so no path can reach a file
 outside the motion-model folders.
@@ -6,11 +6,9 @@ outside the motion-model folders.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from .convert import load_motion_adapter
-from .detect import MotionModuleInfo
 from .errors import MotionModelError
 
 MOTION_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt")
@@ -39,24 +37,30 @@ def resolve_motion_model(name: str, folders) -> Path:
     return available[name]
 
 
-@dataclass
-class _Entry:
-    key: tuple
-    adapter: object
-    info: MotionModuleInfo
+class FileCache:
+    """Keeps what ``load(path)`` made of the last file asked for.
 
+    A different path, or the same file with another size or mtime, drops the entry *before* the
+    new file is loaded, so two models never sit in memory together; a failed load leaves it empty.
+    """
 
-class MotionModelCache:
-    """Keeps the last loaded motion model; reloads when the file's path, size or mtime changes."""
-
-    def __init__(self):
-        self._entry: _Entry | None = None
+    def __init__(self, load):
+        self._load = load
+        self._key: tuple | None = None
+        self._value = None
 
     def get(self, path: Path):
         stat = os.stat(path)
         key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if self._entry is None or self._entry.key != key:
-            self._entry = None
-            adapter, info = load_motion_adapter(path)
-            self._entry = _Entry(key, adapter, info)
-        return self._entry.adapter, self._entry.info
+        if self._key != key:
+            self._key = self._value = None
+            self._value = self._load(path)
+            self._key = key
+        return self._value
+
+
+class MotionModelCache(FileCache):
+    """The last motion model: ``get(path)`` → (``MotionAdapter``, ``MotionModuleInfo``)."""
+
+    def __init__(self):
+        super().__init__(load_motion_adapter)

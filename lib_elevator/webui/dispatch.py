@@ -4,8 +4,13 @@ The only module that knows both hosts; the adapters never import it.
 """
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from ..params import ElevatorParams
-from .request import MotionModel, RefusedError, RequestError
+from ..sampler import STAGES, PassCounter
+from .request import ElevatorRequest, MotionModel, VideoElevator
 
 
 def host_for(sd_model):
@@ -34,22 +39,55 @@ def refuse(p, error: Exception) -> None:
     message = str(error) if str(error).startswith("VideoElevator") else f"VideoElevator: {error}"
 
     def sample(*args, **kwargs):
-        raise RequestError(message)
+        raise VideoElevator(message)
 
     p.sample = sample
 
 
-def wrap_sample(p, params: ElevatorParams, motion: MotionModel, runs: list) -> None:
-    """Shadow ``p.sample`` with a wrapper that runs the original inside the host's ``ElevatorRun``."""
-    original = p.sample
+@dataclass
+class ElevatorJob:
+    """One txt2img request with VideoElevator on, from ``before_process`` to ``postprocess``.
+
+    It holds no reference to ``p``: the WebUI keeps ``p`` alive after the request in its samplers'
+    reference cycles until a full garbage collection, so whatever hangs on ``p`` must be small and
+    plain by then (``summary``).
+    """
+
+    request: ElevatorRequest
+    motion: MotionModel
+    counters: list[PassCounter] = field(default_factory=list)  # one per sampled video
+    videos: list[Path] = field(default_factory=list)  # every file saved, in order
+    active: object = None  # the ``ElevatorRun`` of the ``p.sample`` call in progress
+
+    def summary(self) -> dict:
+        """What outlives the request (``p.videoelevator``, the API's ``info``): plain JSON values."""
+        passes = {stage: sum(counter.passes[stage] for counter in self.counters) for stage in STAGES}
+        return {"passes": passes, "reused": sum(counter.reused for counter in self.counters),
+                "videos": [str(path) for path in self.videos]}
+
+
+def wrap_sample(p, job: ElevatorJob) -> None:
+    """Shadow ``p.sample`` with a wrapper that runs the original inside the host's ``ElevatorRun``.
+
+    The wrapper holds ``p`` and the job weakly and the class's ``sample`` unbound, so ``p`` and its
+    own attribute form no reference cycle.
+    """
+    p_ref, job_ref = weakref.ref(p), weakref.ref(job)
+    earlier = vars(p).get("sample")  # another extension's wrapper, if it came first
 
     def sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        reasons = refusal_reasons(p, params, motion)  # the checkpoint may have changed since before_process
+        current, job = p_ref(), job_ref()
+        reasons = refusal_reasons(current, job.request.params, job.motion)  # the checkpoint may have changed
         if reasons:
-            raise RefusedError("VideoElevator: " + "; ".join(reasons))
-        run = host_for(p.sd_model).Run(p, params, motion, list(seeds))
-        runs.append(run)
-        with run.installed():
-            return original(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
+            raise VideoElevator("VideoElevator: " + "; ".join(reasons))
+        run = host_for(current.sd_model).Run(current, job.request.params, job.motion, list(seeds))
+        job.active = run
+        arguments = (conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
+        try:
+            with run.installed():
+                return earlier(*arguments) if earlier is not None else type(current).sample(current, *arguments)
+        finally:
+            job.active = None
+            job.counters.append(run.counter)
 
     p.sample = sample

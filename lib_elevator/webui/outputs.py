@@ -4,12 +4,17 @@ and writing one batch as a video with the WebUI infotext. WebUI modules are impo
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import weakref
 
 import torch
 
 from ..video import save_video
 from .request import ElevatorRequest
+
+STAGE_LABELS = {"t2i": "T2I", "correction": "correction", "t2v": "T2V", "inversion": "inversion"}
+API_INFO_KEY = "videoelevator"
 
 
 def motion_folders() -> list:
@@ -62,3 +67,20 @@ def save_batch_video(p, request: ElevatorRequest, images, batch_number: int) -> 
     crf = int(shared.opts.data.get("videoelevator_crf", 18))
     return save_video(uint8, os.path.join(outdir, f"{number:05}-{seed}"), formats, fps=request.params.fps,
                       loop=request.loop, parameters=infotext, crf=crf)
+
+
+def passes_line(passes: dict, videos: int) -> str:
+    """The gallery comment: "UNet passes: T2I 60 · correction 17 · T2V 48 · inversion 67 = 192"."""
+    counts = " · ".join(f"{STAGE_LABELS[stage]} {count}" for stage, count in passes.items())
+    return f"UNet passes{f' for {videos} videos' if videos > 1 else ''}: {counts} = {sum(passes.values())}"
+
+
+def add_to_api_info(processed, summary: dict) -> None:
+    """Make ``processed.js()``, the API response's ``info``, carry ``summary`` under "videoelevator".
+
+    ``js`` builds its JSON from a fixed list of fields, so the instance gets its own ``js`` that adds
+    ours; it holds ``processed`` weakly, so the two form no reference cycle.
+    """
+    processed_ref = weakref.ref(processed)
+    class_js = type(processed).js
+    processed.js = lambda: json.dumps({**json.loads(class_js(processed_ref())), API_INFO_KEY: summary})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from ..lora import lora_fit_problem
 from ..motion import check_fits_unet
 from ..params import ElevatorParams
 from ..prompt_travel import KEYED_LINE
@@ -22,14 +23,19 @@ def _unet_shape(unet) -> tuple:
 
 
 def motion_fit_reasons(motion: MotionModel | None, unet) -> list[str]:
-    """Why the motion model cannot run in this ldm-layout UNet (none when it fits or none is chosen)."""
+    """Why the motion model or its T2V LoRA cannot run in this ldm-layout UNet (none when they fit
+    or none is chosen)."""
     if motion is None:
         return []
+    reasons = []
     try:
         check_fits_unet(motion.info, *_unet_shape(unet))
     except ValueError as error:
-        return [str(error)]
-    return []
+        reasons.append(str(error))
+    lora_problem = lora_fit_problem(unet, motion.lora) if motion.lora is not None else None
+    if lora_problem:
+        reasons.append(f"T2V LoRA {motion.lora_name!r} does not fit this checkpoint's UNet: {lora_problem}")
+    return reasons
 
 
 SDXL_IN_WEBUI = ("SDXL checkpoints are not supported inside the WebUI yet; an SDXL checkpoint with an SDXL motion model "

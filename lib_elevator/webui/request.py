@@ -15,10 +15,6 @@ SOLVERS = ("auto", "ddim", "lcm")
 DEFAULT_FORMATS = ("mp4", "gif")
 
 
-class RefusedError(ValueError):
-    """A request VideoElevator cannot run; raised before anything is changed."""
-
-
 class RequestError(ValueError):
     """A bad VideoElevator request. ``status_code``/``detail`` make the WebUI API answer HTTP 422."""
 
@@ -26,6 +22,19 @@ class RequestError(ValueError):
         super().__init__(message)
         self.status_code = 422
         self.detail = message
+
+
+class VideoElevator(RequestError):
+    """What ``p.sample`` raises to refuse a request, before anything is changed.
+
+    The WebUI shows a failed job as ``<class name>: <text>``; with this name and the text without
+    its "VideoElevator: " prefix, the user reads the refusal exactly as written. The API's
+    ``detail`` keeps the whole message.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.args = (message.removeprefix("VideoElevator: "),)
 
 
 @dataclass

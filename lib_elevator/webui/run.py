@@ -39,11 +39,12 @@ class CondCapture:
 
     @contextmanager
     def recording(self):
+        """Arm for one call; the rows are dropped afterwards, so no tensor outlives the call."""
         self.armed, self.rows = True, None
         try:
             yield self
         finally:
-            self.armed = False
+            self.armed, self.rows = False, None
 
 
 def raise_if_interrupted() -> None:
@@ -86,7 +87,7 @@ class WebUIDenoiser:
         self.model.step = self.step
         with self.around_call(), self.capture.recording() as capture:
             denoised = self.model(x, self._sigma_in(x, sigma), **args)
-        cond_rows = capture.rows[: self.frames] if capture.rows is not None else None
+            cond_rows = capture.rows[: self.frames] if capture.rows is not None else None
         return denoised, cond_rows
 
     def _branch(self, x, sigma, conditioning):
@@ -180,10 +181,12 @@ class ElevatorRun:
         """Every patch for this sampling call, removed in ``finally`` (the ExitStack unwinds all)."""
         from modules import sd_samplers
 
+        made = []
         with ExitStack() as patches:
+            patches.callback(_restore_functions, made)
             self._install(patches)
             patches.enter_context(_patched(sd_samplers, "create_sampler", _elevator_sampler_factory(
-                sd_samplers.create_sampler, self.sampler_function())))
+                sd_samplers.create_sampler, self.sampler_function(), made)))
             yield
 
 
@@ -197,12 +200,13 @@ def _patched(owner, name, value):
         setattr(owner, name, original)
 
 
-def _elevator_sampler_factory(create_sampler, function):
+def _elevator_sampler_factory(create_sampler, function, made: list):
     """``create_sampler`` that returns a plain k-diffusion sampler running our function.
 
     The elevator makes its own DDIM-equivalent σ-space steps, so only the sampler's σ ladder (the
     user's Schedule type) matters. Samplers in another convention (DDIM/PLMS/UniPC work in
-    timesteps, LCM has its own denoiser) are swapped for Euler's k-diffusion sampler.
+    timesteps, LCM has its own denoiser) are swapped for Euler's k-diffusion sampler. Each sampler
+    and its own function go into ``made``, for ``_restore_functions``.
     """
     def create(name, model):
         from modules import sd_samplers_kdiffusion
@@ -210,9 +214,18 @@ def _elevator_sampler_factory(create_sampler, function):
         sampler = create_sampler(name, model)
         if type(sampler) is not sd_samplers_kdiffusion.KDiffusionSampler:
             sampler = create_sampler("Euler", model)
+        made.append((sampler, sampler.func))
         sampler.func = function
         return sampler
     return create
+
+
+def _restore_functions(made: list) -> None:
+    """Give each sampler its own function back: the WebUI keeps samplers alive in reference cycles
+    after the job, and ours would keep the whole run (and the request) with them."""
+    for sampler, function in made:
+        sampler.func = function
+    made.clear()
 
 
 def _mixed_prior(x: torch.Tensor, alpha: float, noise_scale: float, generator: torch.Generator) -> torch.Tensor:

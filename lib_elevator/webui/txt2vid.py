@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..motion import MotionModelError
 from ..params import ParamError
-from .request import SCRIPT_FIELDS, RefusedError, RequestError, param_field_names
+from .request import SCRIPT_FIELDS, RequestError, param_field_names
 
 ELEVATOR_TITLE = "VideoElevator"
 # The elevator replaces the sampler's function with its own DDIM-equivalent steps, so of the
@@ -27,7 +27,7 @@ ELEVATOR_SAMPLER = "Euler"
 TAB_FIELDS = ("prompt", "negative_prompt", "width", "height", "steps", "scheduler", "cfg_scale", "seed", "n_iter")
 PLAYER_FORMATS = (".mp4", ".webm")
 PREVIEW_FORMATS = (".gif", ".webp")
-SHOWN_ERRORS = (RequestError, RefusedError, ParamError, MotionModelError)
+SHOWN_ERRORS = (RequestError, ParamError, MotionModelError)
 
 
 def control_field_names() -> tuple:
@@ -91,20 +91,25 @@ def live_script_slots(runner) -> list[ScriptSlot]:
             for script in runner.scripts if script.args_from is not None]
 
 
-def pick_outputs(videos) -> tuple:
-    """(newest playable video or None, one GIF/WEBP preview per video) from the paths each video
-    was saved as, oldest video first; MP4 is preferred to WEBM, GIF to WEBP."""
+def pick_outputs(saved) -> tuple:
+    """(newest playable video or None, one GIF/WEBP preview per video) from the saved files, oldest
+    video first (a video's files share their name before the suffix); MP4 is preferred to WEBM,
+    GIF to WEBP."""
     def first(paths, suffixes):
-        return next((str(path) for suffix in suffixes for path in paths if Path(path).suffix == suffix), None)
+        return next((str(path) for suffix in suffixes for path in paths if path.suffix == suffix), None)
 
+    videos: dict[str, list[Path]] = {}
+    for path in map(Path, saved):
+        videos.setdefault(path.name.split(".")[0], []).append(path)
+    videos = list(videos.values())
     playable = [first(paths, PLAYER_FORMATS) for paths in videos]
     previews = [first(paths, PREVIEW_FORMATS) for paths in videos]
     return next((path for path in reversed(playable) if path), None), [path for path in previews if path]
 
 
-def info_html(infotext: str, comments: str, videos) -> str:
+def info_html(infotext: str, comments: str, saved) -> str:
     """The info area after a run: the generation parameters, the comments and the saved files."""
-    texts = (infotext, comments, "\n".join(str(path) for paths in videos for path in paths))
+    texts = (infotext, comments, "\n".join(map(str, saved)))
     paragraphs = (html.escape(text).replace("\n", "<br>") for text in texts if text)
     return "".join(f"<p>{paragraph}</p>" for paragraph in paragraphs)
 
@@ -114,7 +119,7 @@ def error_html(message: str) -> str:
 
 
 def run_txt2vid(values: dict):
-    """One txt2img job through the WebUI's own processing; returns (Processed, saved paths per video)."""
+    """One txt2img job through the WebUI's own processing; returns (Processed, every file saved)."""
     from modules import processing, scripts, shared
 
     opts = shared.opts
@@ -139,8 +144,8 @@ def run_txt2vid(values: dict):
     with closing(p):
         processed = processing.process_images(p)
     shared.total_tqdm.clear()
-    state = getattr(p, "videoelevator", None) or {}  # None when interrupted before any sampling
-    return processed, state.get("videos", [])
+    summary = getattr(p, "videoelevator", None)  # the job's summary; None when it was refused
+    return processed, summary["videos"] if isinstance(summary, dict) else []
 
 
 def generate(id_task: str, *values):
@@ -151,8 +156,8 @@ def generate(id_task: str, *values):
     in the info area; the WebUI's own errors reach ``call_queue``'s wrapper, which shows them there too.
     """
     try:
-        processed, videos = run_txt2vid(dict(zip(input_names(), values)))
+        processed, saved = run_txt2vid(dict(zip(input_names(), values)))
     except SHOWN_ERRORS as error:
-        return None, [], error_html(str(error))
-    player, previews = pick_outputs(videos)
-    return player, previews, info_html(processed.info, processed.comments, videos)
+        return None, [], error_html(getattr(error, "detail", str(error)))
+    player, previews = pick_outputs(saved)
+    return player, previews, info_html(processed.info, processed.comments, saved)

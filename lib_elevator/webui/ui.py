@@ -9,6 +9,7 @@ import gradio as gr
 
 from .outputs import lora_folders, motion_folders
 from .request import DEFAULT_FORMATS, SOLVERS
+from ..lora import list_t2v_loras
 from ..motion.library import list_motion_models
 from ..params import ElevatorParams, field_specs
 from ..video import FORMATS
@@ -16,9 +17,9 @@ from ..video import FORMATS
 DEFAULTS = ElevatorParams()
 
 
-def _choices(folders) -> list:
-    """The dropdown's choices: empty (nothing picked) and every model file found."""
-    return [""] + sorted(list_motion_models(folders))
+def _choices(files) -> list:
+    """The dropdown's choices: empty (nothing picked) and every file found."""
+    return [""] + sorted(files)
 
 
 def _slider(spec, step):
@@ -37,7 +38,7 @@ def build_elevator_controls(elem_id) -> dict:
 
     specs = {spec.name: spec for spec in field_specs()}
     with gr.Row():
-        motion_model = gr.Dropdown(_choices(motion_folders()), value="", label="Motion model",
+        motion_model = gr.Dropdown(_choices(list_motion_models(motion_folders())), value="", label="Motion model",
                                    info="AnimateDiff v1/v2/v3 or AnimateLCM motion module (the T2V)",
                                    elem_id=elem_id("motion_model"))
         refresh = gr.Button("\U0001f504", elem_id=elem_id("refresh"), scale=0, min_width=40)
@@ -65,7 +66,7 @@ def build_elevator_controls(elem_id) -> dict:
             motion_norm = gr.Radio(list(specs["motion_norm"].metadata["choices"]), value=DEFAULTS.motion_norm,
                                    label="motion norm", info=specs["motion_norm"].metadata["help"])
         with gr.Row():
-            t2v_lora = gr.Dropdown(_choices(lora_folders()), value="", label="T2V LoRA",
+            t2v_lora = gr.Dropdown(_choices(list_t2v_loras(lora_folders())), value="", label="T2V LoRA",
                                    info="applied only in T2V passes, e.g. AnimateLCM_sd15_t2v_lora")
             t2v_lora_scale = _slider(specs["t2v_lora_scale"], 0.05)
     with gr.Accordion("Long video", open=False):
@@ -92,8 +93,8 @@ def build_elevator_controls(elem_id) -> dict:
         loop = gr.Number(0, label="loop (0 = forever)", precision=0, info="GIF/WEBP loop count")
 
     def refresh_lists():
-        return (gr.update(choices=_choices(motion_folders())),
-                gr.update(choices=_choices(lora_folders())))
+        return (gr.update(choices=_choices(list_motion_models(motion_folders()))),
+                gr.update(choices=_choices(list_t2v_loras(lora_folders()))))
 
     refresh.click(refresh_lists, inputs=[], outputs=[motion_model, t2v_lora])
     return {

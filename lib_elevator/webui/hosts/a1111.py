@@ -22,7 +22,7 @@ from ...motion.inject import MotionInjection
 from ...params import ElevatorParams
 from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
 from .. import refusals, run
-from ..request import MotionModel, RefusedError
+from ..request import MotionModel
 
 
 def unet_of(sd_model):

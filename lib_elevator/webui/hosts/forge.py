@@ -31,7 +31,7 @@ from ...motion.groupnorm import PerFrameNorm
 from ...params import ElevatorParams
 from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
 from .. import refusals, run
-from ..request import MotionModel, RefusedError
+from ..request import MotionModel, VideoElevator
 
 FRAMES_OPTION = "videoelevator_frames"
 RUN_OPTION = "videoelevator_run"
@@ -169,7 +169,7 @@ class ForgeRun(run.ElevatorRun):
     def check_ready(self, model) -> None:
         options = self._sampling_unet(model).model_options.get("transformer_options", {})
         if options.get(RUN_OPTION) != self.token:
-            raise RefusedError(
+            raise VideoElevator(
                 "VideoElevator: the UNet patches were not applied before sampling (see the console for an "
                 "error in process_before_every_sampling)")
 

@@ -41,6 +41,7 @@ Module → A1111 file it mirrors
 - ``processing``                 modules/processing.py (txt2img only; no hires fix, img2img, refiner, styles;
                                  the Img2Img class exists for isinstance checks)
 - ``ui_components``              modules/ui_components.py (InputAccordion etc. without Gradio)
+- ``api.api``                    modules/api/api.py (the txt2img endpoint and the error middleware, no HTTP)
 - ``call_queue``                 modules/call_queue.py (wrap_gradio_gpu_call: state.begin/end, errors → HTML)
 - ``stub_model``                 the loaded checkpoint (ldm LatentDiffusion shape, tiny real ldm UNetModel)
 - ``../k_diffusion``             crowsonkb/k-diffusion ``external.CompVisDenoiser`` and three samplers
@@ -53,7 +54,7 @@ the instance (wrappable), per-seed noise, k-diffusion σ-space sampling with ``C
 from ``sd_model.alphas_cumprod`` when the sampler is created, ``alphas_cumprod`` reset from
 ``alphas_cumprod_original`` every batch, in-place LoRA weight patching that stays merged after the job,
 class-level attention-forward replacement, infotext format and quoting.
-Not provided: Gradio/UI, the HTTP API, img2img/inpainting, hires fix, refiner, SDXL/SD2/v-prediction,
+Not provided: Gradio/UI, HTTP (the API is called in-process), img2img/inpainting, hires fix, refiner, SDXL/SD2/v-prediction,
 timestep samplers (DDIM/PLMS/UniPC/LCM), styles, embeddings, hypernetworks, face restoration.
 
 Forge 2 host. ``webui_stub(..., host="forge")`` sets ``$WEBUI_STUB_HOST=forge`` (``stub_host``) and the same

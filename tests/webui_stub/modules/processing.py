@@ -44,12 +44,13 @@ Forge's version string (``f2.0.1v1.10.1-…``) and no VAE entries.
 x=, noise=, c=, uc=)``, ``p.modified_noise`` (if a script set it) replaces x, then ``sampler.sample``.
 
 Left out: hires fix (``enable_hr`` raises in ``init``), img2img/inpainting, refiner, face restoration,
-tiling, colour correction, overlays, VAE approximations, per-image list/callable infotext values,
-``Processed.js``; styles pass through ``shared.prompt_styles``, which changes nothing here.
+tiling, colour correction, overlays, VAE approximations, per-image list/callable infotext values
+(``Processed.js()`` gives the API's ``info`` JSON with A1111's fields, ``extra_images`` stays empty); styles pass through ``shared.prompt_styles``, which changes nothing here.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 from typing import ClassVar
@@ -352,6 +353,7 @@ class Processed:
         for name in self._copied_from_p:
             setattr(self, name, getattr(p, name, None))
         self.images = images_list
+        self.extra_images = []
         self.info = info
         self.infotexts = infotexts or [info] * len(images_list)
         self.index_of_first_image = index_of_first_image
@@ -367,6 +369,18 @@ class Processed:
         self.clip_skip = opts.CLIP_stop_at_last_layers
         self.job_timestamp = getattr(state, "job_timestamp", None)
         self.version = PROGRAM_VERSION
+
+    _in_json = ("subseed_strength", "width", "height", "sampler_name", "cfg_scale", "steps", "batch_size",
+                "restore_faces", "sd_model_name", "sd_model_hash", "sd_vae_name", "sd_vae_hash",
+                "extra_generation_params", "index_of_first_image", "infotexts", "styles", "job_timestamp",
+                "clip_skip", "is_using_inpainting_conditioning", "version", "seed", "all_seeds", "subseed",
+                "all_subseeds", "all_prompts", "all_negative_prompts")
+
+    def js(self):
+        """The API response's ``info``: a JSON object of fixed fields (what is not JSON becomes null)."""
+        fields = {"prompt": self.all_prompts[0], "negative_prompt": self.all_negative_prompts[0],
+                  **{name: getattr(self, name, None) for name in self._in_json}}
+        return json.dumps(fields, default=lambda value: None)
 
     def infotext(self, p: StableDiffusionProcessing, index):
         iteration, position = divmod(index, self.batch_size)
