@@ -60,7 +60,8 @@ class WebUIDenoiser:
 
     CFG calls go through the CFGDenoiser itself (with its step reset to the current T2I step, for
     prompt editing); single-branch calls (correction, inversion) go to the host's
-    ``single_branch(x, σ, "cond"|"uncond", step)``, one F-frame pass each.
+    ``single_branch(x, σ, "cond"|"uncond", step)``, one F-frame pass each. Interrupt and skip are
+    checked before every call of every stage, so a stop takes effect within one UNet call.
     """
 
     model: object
@@ -81,6 +82,7 @@ class WebUIDenoiser:
         return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
 
     def guided(self, x, sigma):
+        raise_if_interrupted()  # the hosts' CFGDenoiser checks too; this keeps the promise on any host
         args = dict(self.extra_args)
         if self.cond_scale is not None:
             args["cond_scale"] = self.cond_scale
