@@ -7,7 +7,8 @@ For A1111 the variables start with ``VIDEOELEVATOR_WEBUI_``, for Forge with ``VI
   ``--use-cpu all --skip-torch-cuda-test`` for A1111, ``--always-cpu --skip-torch-cuda-test`` for Forge);
   this repository is linked into its ``extensions/`` for the run.
 
-``…_MOTION`` names the motion model to use (a file in its motion folders).
+``…_MOTION`` names the motion model to use (a file in its motion folders); ``…_T2V_LORA`` a T2V LoRA there
+(the memory soak is skipped without it).
 """
 import base64
 import json
@@ -108,3 +109,24 @@ def test_a_short_generation_returns_the_videos(webui, tmp_path):
         frames = list(container.decode(video=0))
     assert len(frames) == 2 and (frames[0].width, frames[0].height) == (64, 64)
     assert "VideoElevator: frames=2 refine_at=4/2" in json.loads(body["info"])["infotexts"][0]
+
+
+SOAK_RUNS, SOAK_WARM_UP = 30, 5
+SOAK_ALLOWED_GROWTH = 64 * 2**20  # one leaked AnimateLCM t2v LoRA per run would be ~130 MB each
+
+
+def test_memory_stays_flat_over_thirty_videos_with_a_t2v_lora(webui):
+    """The server's RSS (``/sdapi/v1/memory``: ``ram.used`` is its own process) after 30 videos is within
+    ``SOAK_ALLOWED_GROWTH`` of what it was after the first 5."""
+    host, base = webui
+    lora = setting(host, "T2V_LORA")
+    if not lora:
+        pytest.skip(f"set {HOSTS[host][0]}T2V_LORA to a T2V LoRA file in the server's LoRA or motion folders")
+    rss = []
+    for run in range(SOAK_RUNS):
+        status, body = call(base, "/sdapi/v1/txt2img", {**elevator_payload(host, t2v_lora=lora), "seed": run})
+        assert status == 200, body
+        rss.append(call(base, "/sdapi/v1/memory")[1]["ram"]["used"])
+    print(f"\nRSS after {SOAK_WARM_UP} videos {rss[SOAK_WARM_UP - 1] / 2**20:.0f} MB, "
+          f"after {SOAK_RUNS} {rss[-1] / 2**20:.0f} MB")
+    assert rss[-1] - rss[SOAK_WARM_UP - 1] < SOAK_ALLOWED_GROWTH
