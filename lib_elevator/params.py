@@ -29,10 +29,10 @@ class ParamError(ValueError):
         super().__init__(f"VideoElevator: {name}={value!r} is not allowed; {allowed}")
 
 
-def _spec(default, help, *, low=None, high=None, open_low=False, choices=None, kind=None):
+def _spec(default, help, *, low=None, high=None, open_low=False, choices=None, kind=None, multiple=None):
     """A field with its UI/CLI metadata; ``open_low`` excludes ``low`` itself from the range."""
     return field(default=default, metadata=dict(
-        help=help, low=low, high=high, open_low=open_low, choices=choices, kind=kind))
+        help=help, low=low, high=high, open_low=open_low, choices=choices, kind=kind, multiple=multiple))
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,7 @@ class ElevatorParams:
                                   low=0, high=1024)
 
     def __post_init__(self):
-        for spec in dataclasses.fields(self):
-            object.__setattr__(self, spec.name, _coerce(spec, getattr(self, spec.name)))
-        for spec in dataclasses.fields(self):
-            _check_range(spec, getattr(self, spec.name))
+        _coerce_and_check(self)
         _check_refine_form(self.refine_at)
         if self.context_length == 1:
             raise ParamError("context_length", 1, "0 (automatic) or at least 2 frames")
@@ -97,10 +94,7 @@ class ElevatorParams:
 
     def refine_steps_remaining(self, steps: int) -> tuple[int, ...]:
         """The paper's form for an N-step schedule, validated against N and ``t2v_steps``."""
-        if self.refine_at and self.refine_at[0] < 1:
-            remaining = tuple(steps - round(fraction * steps) for fraction in self.refine_at)
-        else:
-            remaining = tuple(int(value) for value in self.refine_at)
+        remaining = self._remaining(steps)
         where = f"(refine_at={_format_refine(self.refine_at)} at {steps} steps gives steps remaining {remaining})"
         if any(not 1 <= r <= steps for r in remaining):
             raise ParamError("refine_at", self.refine_at, f"steps remaining must lie in 1..{steps} {where}")
@@ -112,6 +106,47 @@ class ElevatorParams:
                 f"the last refinement has only {remaining[-1]} steps left, so at most {remaining[-1]} T2V steps {where}",
             )
         return remaining
+
+    def fitted_to_steps(self, steps: int, keep=()) -> tuple["ElevatorParams", list[str]]:
+        """These parameters made to work at ``steps``, and one note per change made.
+
+        At low step counts the fraction form of ``refine_at`` can collapse (0.13 and 0.3 are both
+        step 1 of 4) and the last refinement leaves fewer steps than ``t2v_steps``. Fields named in
+        ``keep`` (the ones the user chose) are never changed: if they cannot work, the error names
+        them. The others are fitted: collapsed refinement points merge, points that leave no T2I
+        step after them drop (the T2I must see the refined motion at least once, else the video is
+        the T2V's own frames), and ``t2v_steps`` shrinks to what the last refinement leaves.
+        """
+        fitted, notes = self, []
+        is_fraction_form = bool(self.refine_at) and self.refine_at[0] < 1
+        if is_fraction_form and "refine_at" not in keep:
+            kept, seen = [], set()
+            for fraction in self.refine_at:
+                remaining = steps - round(fraction * steps)
+                if 2 <= remaining <= steps and remaining not in seen:
+                    seen.add(remaining)
+                    kept.append(fraction)
+            if len(kept) < len(self.refine_at):
+                fitted = dataclasses.replace(fitted, refine_at=tuple(kept))
+                using = (f"{_format_refine(kept, ',')} (steps remaining {_format_refine(sorted(seen, reverse=True), ',')})"
+                         if kept else "no refinement")
+                notes.append(f"refine_at {_format_refine(self.refine_at, ',')} collapses at {steps} steps; using {using}")
+        if fitted.refine_at and "t2v_steps" not in keep:
+            last = min(fitted._remaining(steps))
+            if 1 <= last < fitted.t2v_steps:
+                fitted = dataclasses.replace(fitted, t2v_steps=last)
+                notes.append(f"t2v_steps {self.t2v_steps} does not fit the last refinement at {steps} steps; using {last}")
+        fitted.refine_steps_remaining(steps)
+        return fitted, notes
+
+    def _remaining(self, steps: int) -> tuple[int, ...]:
+        if self.refine_at and self.refine_at[0] < 1:
+            return tuple(steps - round(fraction * steps) for fraction in self.refine_at)
+        return tuple(int(value) for value in self.refine_at)
+
+    def non_default_fields(self) -> frozenset[str]:
+        """Fields whose value differs from the schema default: what a caller evidently chose."""
+        return frozenset(spec.name for spec in dataclasses.fields(self) if getattr(self, spec.name) != spec.default)
 
     def to_dict(self) -> dict:
         return {spec.name: _jsonable(getattr(self, spec.name)) for spec in dataclasses.fields(self)}
@@ -142,15 +177,38 @@ class ElevatorParams:
         return cls.from_dict(values)
 
 
-def field_specs() -> list[dataclasses.Field]:
-    """The schema's fields with their metadata (help, low, high, choices), for UIs and CLIs."""
-    return list(dataclasses.fields(ElevatorParams))
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 
 
-def validate_size(width: int, height: int, low: int = 64, high: int = 2048) -> None:
-    for name, value in (("width", width), ("height", height)):
-        if not isinstance(value, int) or not low <= value <= high or value % 8:
-            raise ParamError(name, value, f"a multiple of 8 in {low}..{high}")
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The standalone generation's own settings (in the WebUI, the WebUI's widgets hold these)."""
+
+    width: int = _spec(512, "video width in pixels", low=64, high=2048, multiple=8)
+    height: int = _spec(512, "video height in pixels", low=64, high=2048, multiple=8)
+    steps: int = _spec(30, "T2I sampling steps (DDIM)", low=1, high=1000)
+    cfg_scale: float = _spec(7.5, "classifier-free guidance of the T2I", low=1.0, high=30.0)
+    seed: int = _spec(0, "random seed: the same seed and settings give the same video", low=0, high=MAX_SEED)
+
+    def __post_init__(self):
+        _coerce_and_check(self)
+
+
+def field_specs(schema=None) -> list[dataclasses.Field]:
+    """A schema's fields with their metadata (help, low, high, choices), for UIs and CLIs."""
+    return list(dataclasses.fields(schema or ElevatorParams))
+
+
+def validate_size(width: int, height: int) -> None:
+    GenerationSettings(width=width, height=height)
+
+
+def _coerce_and_check(instance) -> None:
+    """Store every field of a frozen schema instance typed, then check each against its range."""
+    for spec in dataclasses.fields(instance):
+        object.__setattr__(instance, spec.name, _coerce(spec, getattr(instance, spec.name)))
+    for spec in dataclasses.fields(instance):
+        _check_range(spec, getattr(instance, spec.name))
 
 
 def _coerce(spec: dataclasses.Field, value):
@@ -171,7 +229,7 @@ def _coerce(spec: dataclasses.Field, value):
             return value
         if spec.type == "int":
             number = _number(value)
-            if number != int(number):
+            if isinstance(number, float) and not number.is_integer():
                 raise ValueError(value)
             return int(number)
         if spec.type == "float":
@@ -202,9 +260,11 @@ def _check_range(spec: dataclasses.Field, value) -> None:
     if meta["low"] is None:
         return
     above_low = value > meta["low"] if meta["open_low"] else value >= meta["low"]
-    if not (above_low and value <= meta["high"]):
+    multiple = meta.get("multiple")
+    if not (above_low and value <= meta["high"]) or (multiple and value % multiple):
         bracket = "(" if meta["open_low"] else "["
-        raise ParamError(spec.name, value, f"a value in {bracket}{meta['low']:g}, {meta['high']:g}]")
+        kind = f"a multiple of {multiple}" if multiple else "a value"
+        raise ParamError(spec.name, value, f"{kind} in {bracket}{_format_number(meta['low'])}, {_format_number(meta['high'])}]")
 
 
 def _check_refine_form(refine_at: tuple) -> None:
@@ -235,5 +295,9 @@ def _format_value(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _format_refine(values) -> str:
-    return "/".join(f"{v:g}" for v in values)
+def _format_number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _format_refine(values, separator: str = "/") -> str:
+    return separator.join(f"{v:g}" for v in values)

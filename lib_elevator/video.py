@@ -11,7 +11,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,6 +29,10 @@ VIDEO_ENCODERS = {
     "mp4": ("libx264", "libopenh264"),
     "webm": ("libvpx-vp9", "libvpx"),
 }
+
+# Constant-rate-factor ranges of the encoders above (H.264: 0-51, VP9: 0-63).
+CRF_RANGES = {"mp4": (0, 51), "webm": (0, 63)}
+MAX_LOOP = 65535  # GIF and WEBP store the loop count in 16 bits
 
 PARAMETERS_KEY = "parameters"
 WEBP_QUALITY = 90
@@ -51,9 +56,63 @@ def tensor_to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+class OutputError(ValueError):
+    """An output setting that cannot work; the message names the setting and what is allowed."""
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where one video's files go and how they are encoded, checked before anything is generated."""
+
+    stem: Path
+    formats: tuple[str, ...]
+    crf: int = 18
+    loop: int = 0
+
+    def target(self, fmt: str) -> Path:
+        """The file (or, for PNG, the frames folder) written for ``fmt``."""
+        if fmt == "png":
+            return self.stem.with_name(f"{self.stem.name}-frames")
+        return self.stem.with_name(f"{self.stem.name}.{fmt}")
+
+    @property
+    def targets(self) -> list[Path]:
+        return [self.target(fmt) for fmt in self.formats]
+
+
+def plan_outputs(path: str | Path, formats: Sequence[str] = ("mp4", "gif"), crf: int = 18, loop: int = 0) -> OutputPlan:
+    """Check every output setting and the target folder without writing anything.
+
+    ``path`` is a stem (``out/clip``) or a file name whose suffix is one of ``FORMATS``. Existing
+    video files are replaced (atomically, once the new one is complete); an existing PNG frames
+    folder is refused, since deleting a folder of the user's files is never safe.
+    """
+    requested = tuple(_validate_formats(formats))
+    if isinstance(crf, bool) or not isinstance(crf, int):
+        raise OutputError(f"crf={crf!r} is not allowed; a whole number")
+    for fmt in requested:
+        low, high = CRF_RANGES.get(fmt, (crf, crf))
+        if not low <= crf <= high:
+            raise OutputError(f"crf={crf} is not allowed; {low}..{high} for {fmt.upper()}")
+    if isinstance(loop, bool) or not isinstance(loop, int) or not 0 <= loop <= MAX_LOOP:
+        raise OutputError(f"loop={loop!r} is not allowed; a whole number in 0..{MAX_LOOP} (0 = forever)")
+    stem = _output_stem(Path(path))
+    if stem.name in ("", ".", ".."):
+        raise OutputError(f"out={str(path)!r} is not allowed; a file name stem such as outputs/clip")
+    plan = OutputPlan(stem, requested, crf, loop)
+    _check_folder_writable(stem.parent)
+    for fmt, target in zip(requested, plan.targets):
+        if fmt == "png" and target.exists():
+            raise OutputError(f"{target} already exists; refusing to overwrite a folder of frames "
+                              "(move it away or choose another output name)")
+        if fmt != "png" and target.is_dir():
+            raise OutputError(f"{target} is a folder; choose another output name")
+    return plan
+
+
 def save_video(
     frames: np.ndarray,
-    path: str | Path,
+    path: str | Path | OutputPlan,
     formats: Sequence[str] = ("mp4", "gif"),
     fps: float | Fraction = 8,
     loop: int = 0,
@@ -62,35 +121,29 @@ def save_video(
 ) -> list[Path]:
     """Write ``frames`` (uint8 [F, H, W, 3]) once per format and return the written paths.
 
-    ``path`` is a stem (``out/clip``) or a file name whose suffix is one of ``FORMATS``
-    (``out/clip.mp4``); each format gets its own suffix. PNG frames go into a folder
-    ``<stem>-frames`` as ``<stem>-00000.png``…, and that folder is the path returned.
+    ``path`` is an ``OutputPlan`` or a stem (``out/clip``) or file name whose suffix is one of
+    ``FORMATS``; each format gets its own suffix. PNG frames go into a folder ``<stem>-frames`` as
+    ``<stem>-00000.png``…, and that folder is the path returned.
 
     ``loop`` (0 = forever) applies to GIF and WEBP; ``crf`` (constant-rate factor, lower is
-    better: 0–51 for H.264, 0–63 for VP9) to MP4 and WEBM. Each output is written to a
-    temporary name and renamed when complete, so a failure never leaves a truncated file
-    under the final name.
+    better: 0–51 for H.264, 0–63 for VP9) to MP4 and WEBM. Every output is first written to a
+    temporary name in the target folder; only when all are complete are they renamed into place,
+    so a failure or an interrupt leaves earlier files untouched and no partial file.
     """
-    requested = _validate_formats(formats)
+    plan = path if isinstance(path, OutputPlan) else plan_outputs(path, formats, crf, loop)
     _validate_frames(frames)
     rate = _frame_rate(fps)
-    if loop < 0:
-        raise ValueError(f"loop must be >= 0 (0 = forever), got {loop}")
-    stem = _output_stem(Path(path))
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in requested:
-        if fmt == "png":
-            written.append(_write_png_frames(frames, stem, parameters))
-            continue
-        target = stem.with_name(f"{stem.name}.{fmt}")
-        with _atomic_output(target) as temporary:
-            if fmt in VIDEO_ENCODERS:
-                _write_pyav_video(frames, temporary, fmt, rate, parameters, crf)
+    plan.stem.parent.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as pending:
+        for fmt in plan.formats:
+            temporary = pending.enter_context(_atomic_output(plan.target(fmt), directory=fmt == "png"))
+            if fmt == "png":
+                _write_png_frames(frames, temporary, plan.stem.name, parameters)
+            elif fmt in VIDEO_ENCODERS:
+                _write_pyav_video(frames, temporary, fmt, rate, parameters, plan.crf)
             else:
-                _write_pillow_animation(frames, temporary, fmt, rate, loop, parameters)
-        written.append(target)
-    return written
+                _write_pillow_animation(frames, temporary, fmt, rate, plan.loop, parameters)
+    return plan.targets
 
 
 def read_parameters(path: str | Path) -> str | None:
@@ -126,13 +179,25 @@ def _validate_formats(formats: Sequence[str]) -> list[str]:
     """Reject unknown names before anything is written, so a typo costs no partial output."""
     if isinstance(formats, str):
         formats = (formats,)
-    requested = list(dict.fromkeys(fmt.lower().lstrip(".") for fmt in formats))
+    requested = list(dict.fromkeys(str(fmt).lower().lstrip(".") for fmt in formats))
     unknown = [fmt for fmt in requested if fmt not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown video format(s) {', '.join(unknown)}; allowed: {', '.join(FORMATS)}")
+        raise OutputError(f"format={', '.join(unknown)} is not allowed; one or more of {', '.join(FORMATS)}")
     if not requested:
-        raise ValueError(f"no video format requested; allowed: {', '.join(FORMATS)}")
+        raise OutputError(f"no video format requested; one or more of {', '.join(FORMATS)}")
     return requested
+
+
+def _check_folder_writable(folder: Path) -> None:
+    """The output folder, or the nearest part of it that exists (the rest is created), must be a
+    writable folder."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write under '{folder}': '{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write under '{folder}': no write permission for '{existing}'")
 
 
 def _validate_frames(frames: np.ndarray) -> None:
@@ -162,7 +227,11 @@ def _output_stem(path: Path) -> Path:
 
 @contextmanager
 def _atomic_output(target: Path, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``target`` and move it into place only if the block succeeds."""
+    """Yield a temporary sibling of ``target`` and move it into place only when the enclosing
+    block succeeds; on any failure (an interrupt included) the temporary is removed.
+
+    A frames folder cannot replace an existing one atomically (``os.replace`` refuses a non-empty
+    target), so it is checked again here: nothing is ever merged into or deleted from it."""
     prefix, suffix = f".{target.name}.", ".partial"
     if directory:
         temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=suffix))
@@ -173,6 +242,8 @@ def _atomic_output(target: Path, directory: bool = False) -> Iterator[Path]:
     try:
         yield temporary
         _permissions_like_a_new_file(temporary, directory)
+        if directory and target.exists():
+            raise OutputError(f"{target} already exists; refusing to overwrite a folder of frames")
         os.replace(temporary, target)
     except BaseException:
         if temporary.is_dir():
@@ -228,8 +299,9 @@ def _write_pyav_video(
     """Encode to yuv420p, the pixel format every browser and player decodes."""
     encoder = _pick_encoder(fmt)
     frames = _pad_to_even(frames)
-    # faststart moves the MP4 index to the front so browsers can play while downloading.
-    container_options = {"movflags": "+faststart"} if fmt == "mp4" else {}
+    # faststart moves the MP4 index to the front so browsers can play while downloading. Matroska
+    # writes a random segment UID unless told to be bit-exact; the same video then gives the same bytes.
+    container_options = {"movflags": "+faststart"} if fmt == "mp4" else {"fflags": "+bitexact"}
     with av.open(str(path), "w", format=fmt, options=container_options) as container:
         if parameters:
             container.metadata["comment"] = parameters
@@ -287,23 +359,14 @@ def _write_pillow_animation(
     )
 
 
-def _write_png_frames(frames: np.ndarray, stem: Path, parameters: str | None) -> Path:
-    """One lossless PNG per frame, each with the ``parameters`` chunk so any single frame pastes back.
-
-    The folder appears only once every frame is written. An existing folder is an error rather
-    than overwritten or merged, since deleting a folder of the user's files is never safe.
-    """
-    folder = stem.with_name(f"{stem.name}-frames")
-    if folder.exists():
-        raise FileExistsError(f"{folder} already exists; refusing to overwrite a folder of frames")
+def _write_png_frames(frames: np.ndarray, folder: Path, name: str, parameters: str | None) -> None:
+    """One lossless PNG per frame, each with the ``parameters`` chunk so any single frame pastes back."""
     png_info = PngInfo()
     if parameters:
         png_info.add_text(PARAMETERS_KEY, parameters)  # Pillow switches to iTXt for non-Latin-1 text
-    with _atomic_output(folder, directory=True) as temporary:
-        for index, frame in enumerate(frames):
-            frame_path = temporary / f"{stem.name}-{index:0{FRAME_NUMBER_DIGITS}d}.png"
-            Image.fromarray(frame).save(frame_path, format="PNG", pnginfo=png_info)
-    return folder
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{name}-{index:0{FRAME_NUMBER_DIGITS}d}.png", format="PNG",
+                                    pnginfo=png_info)
 
 
 def _decode_user_comment(user_comment: bytes) -> str:

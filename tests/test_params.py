@@ -1,6 +1,6 @@
 import pytest
 
-from lib_elevator.params import ElevatorParams, ParamError, field_specs, validate_size
+from lib_elevator.params import GenerationSettings, ElevatorParams, ParamError, field_specs, validate_size
 
 
 def test_defaults_are_the_animatelcm_recipe_at_30_steps():
@@ -85,3 +85,40 @@ def test_sizes_must_be_multiples_of_8_in_range(width, height, field):
         validate_size(width, height)
     assert error.value.name == field
     validate_size(512, 768)
+
+
+def test_default_refine_points_are_fitted_to_a_low_step_count():
+    fitted, notes = ElevatorParams().fitted_to_steps(4)
+    assert fitted.refine_at == (0.13, 0.5) and fitted.refine_steps_remaining(4) == (3, 2) and fitted.t2v_steps == 2
+    assert len(notes) == 2 and "collapses at 4 steps" in notes[0] and "using 2" in notes[1]
+    assert ElevatorParams().fitted_to_steps(30) == (ElevatorParams(), [])
+    assert ElevatorParams().fitted_to_steps(1)[0].refine_at == ()
+
+
+@pytest.mark.parametrize(("values", "keep", "field"), [
+    (dict(t2v_steps=6), {"t2v_steps"}, "t2v_steps"),
+    (dict(refine_at=(0.13, 0.3)), {"refine_at"}, "refine_at"),
+    (dict(refine_at=(4, 4)), set(), "refine_at"),
+])
+def test_values_the_user_chose_are_never_fitted_only_refused(values, keep, field):
+    with pytest.raises(ParamError) as raised:
+        ElevatorParams(**values).fitted_to_steps(4, keep=keep)
+    assert raised.value.name == field
+
+
+@pytest.mark.parametrize(("values", "field", "message"), [
+    (dict(steps=-5), "steps", "a value in [1, 1000]"),
+    (dict(steps=10.5), "steps", "a whole number"),
+    (dict(seed=2**70), "seed", "[0, 18446744073709551615]"),
+    (dict(seed="abc"), "seed", "a whole number"),
+    (dict(cfg_scale="high"), "cfg_scale", "a number"),
+    (dict(cfg_scale=float("nan")), "cfg_scale", "a number"),
+    (dict(cfg_scale=float("inf")), "cfg_scale", "a number"),
+    (dict(cfg_scale=-5), "cfg_scale", "[1, 30]"),
+    (dict(width=60), "width", "a multiple of 8 in [64, 2048]"),
+    (dict(height=4096), "height", "a multiple of 8 in [64, 2048]"),
+])
+def test_generation_settings_refuse_bad_values_by_name(values, field, message):
+    with pytest.raises(ParamError) as raised:
+        GenerationSettings(**values)
+    assert raised.value.name == field and message in str(raised.value)

@@ -103,5 +103,5 @@ def test_cli_bad_travel_syntax_is_one_line_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lib_elevator", "demo", "--frames", "8", "--prompt-file",
                              str(prompt), "--out", str(tmp_path / "x"), "--quiet"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("videoelevator: error: VideoElevator: prompt line 2=")
+    assert result.stderr.startswith("videoelevator: error: prompt line 2=") and result.stderr.count("\n") == 1
     assert not (tmp_path / "x.mp4").exists()

@@ -175,7 +175,7 @@ def test_repeated_frames_are_merged_without_changing_the_timing(tmp_path):
 
 
 def test_unknown_format_raises_and_writes_nothing(tmp_path):
-    with pytest.raises(ValueError, match="allowed: mp4, webm, gif, webp, png") as raised:
+    with pytest.raises(video.OutputError, match="one or more of mp4, webm, gif, webp, png") as raised:
         video.save_video(moving_square_clip(), tmp_path / "clip", formats=("mp4", "avi"))
     assert "avi" in str(raised.value)
     assert list(tmp_path.iterdir()) == []
@@ -231,10 +231,59 @@ def test_existing_png_folder_is_not_overwritten(tmp_path):
     folder.mkdir()
     (folder / "mine.png").write_bytes(b"user file")
 
-    with pytest.raises(FileExistsError):
+    with pytest.raises(video.OutputError, match="refusing to overwrite a folder of frames"):
         video.save_video(moving_square_clip(), tmp_path / "clip", formats=("png",))
     assert [path.name for path in folder.iterdir()] == ["mine.png"]
     assert list(tmp_path.iterdir()) == [folder]
+
+
+def test_a_refused_second_format_leaves_the_first_formats_earlier_file_untouched(tmp_path):
+    """A rerun into the same name: MP4 would be replaced, but the PNG frames folder exists, so
+    nothing at all is written (before, the MP4 was already replaced when the refusal came)."""
+    video.save_video(moving_square_clip(), tmp_path / "clip", formats=("mp4", "png"))
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")}
+    mp4_bytes = (tmp_path / "clip.mp4").read_bytes()
+
+    with pytest.raises(video.OutputError, match="clip-frames already exists"):
+        video.save_video(moving_square_clip()[::-1].copy(), tmp_path / "clip", formats=("mp4", "png"))
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")} == before
+    assert (tmp_path / "clip.mp4").read_bytes() == mp4_bytes
+
+
+def test_a_failing_later_format_commits_no_earlier_one(tmp_path, monkeypatch):
+    (tmp_path / "clip.gif").write_bytes(b"previous gif")
+    monkeypatch.setitem(video.VIDEO_ENCODERS, "mp4", ("png",))  # fails after the GIF was encoded
+
+    with pytest.raises(av.error.FFmpegError):
+        video.save_video(moving_square_clip(), tmp_path / "clip", formats=("gif", "mp4"))
+    assert [path.name for path in tmp_path.iterdir()] == ["clip.gif"]
+    assert (tmp_path / "clip.gif").read_bytes() == b"previous gif"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (dict(formats=("mp4",), crf=52), "crf=52 is not allowed; 0..51 for MP4"),
+    (dict(formats=("webm",), crf=-5), "crf=-5 is not allowed; 0..63 for WEBM"),
+    (dict(formats=("gif",), loop=-1), "loop=-1 is not allowed"),
+    (dict(formats=("gif",), loop=70000), "loop=70000 is not allowed"),
+    (dict(formats=()), "no video format requested"),
+])
+def test_bad_output_options_are_refused_before_writing(tmp_path, options, message):
+    with pytest.raises(video.OutputError, match=message):
+        video.plan_outputs(tmp_path / "clip", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_under_a_file_or_read_only_folder_is_refused(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(video.OutputError, match="is a file, not a folder"):
+        video.plan_outputs(tmp_path / "file" / "sub" / "clip")
+
+
+def test_webm_is_byte_reproducible(tmp_path):
+    first, second = (video.save_video(moving_square_clip(), tmp_path / name, formats=("webm",), parameters=PARAMETERS)[0]
+                     for name in ("a", "b"))
+    assert first.read_bytes() == second.read_bytes()
+    assert video.read_parameters(first) == PARAMETERS
 
 
 def test_written_files_follow_the_umask(tmp_path):

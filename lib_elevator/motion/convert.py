@@ -37,14 +37,20 @@ PE_TOLERANCE = 2e-3
 _STORED_PE_TAIL = re.compile(r"attention_blocks\.\d+\.pos_encoder\.pe$")
 
 
-def load_motion_adapter(path: str | os.PathLike) -> tuple[MotionAdapter, MotionModuleInfo]:
-    """A ready ``MotionAdapter`` (eval mode, CPU) and what it is, from a motion-model file or diffusers folder."""
+def load_motion_adapter(path: str | os.PathLike, check=None) -> tuple[MotionAdapter, MotionModuleInfo]:
+    """A ready ``MotionAdapter`` (eval mode, CPU) and what it is, from a motion-model file or diffusers folder.
+
+    ``check(info)`` runs once the kind is known and before the adapter is built; its
+    ``MotionModelError`` comes back naming the file.
+    """
     path = Path(path)
     if path.is_dir():
-        return load_diffusers_folder(path)
+        return load_diffusers_folder(path, check)
     state = load_weights_file(path)
     try:
         info = describe_motion_module(tensor_shapes(state))
+        if check is not None:
+            check(info)
         return adapter_from_checkpoint(state, info), info
     except MotionModelError as error:
         raise MotionModelError(f"Cannot use '{path.name}' as a motion module. {error}") from error
@@ -148,10 +154,12 @@ def check_stored_positional_encodings(state: Mapping[str, torch.Tensor], adapter
             )
 
 
-def load_diffusers_folder(folder: Path) -> tuple[MotionAdapter, MotionModuleInfo]:
+def load_diffusers_folder(folder: Path, check=None) -> tuple[MotionAdapter, MotionModuleInfo]:
     """A diffusers ``MotionAdapter`` folder (config.json + weights), read offline."""
     try:
         info = describe_diffusers_config(read_adapter_config(folder))
+        if check is not None:
+            check(info)
         adapter = MotionAdapter.from_pretrained(
             folder, local_files_only=True, low_cpu_mem_usage=is_accelerate_available()
         )

@@ -12,23 +12,182 @@ schedules are refused, each by name. T2V: an AnimateDiff
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from ..motion import MotionModelError, check_fits_unet, load_motion_adapter, load_weights_file
+from ..motion import (
+    MotionModelError, MotionModuleInfo, check_fits_unet, describe_motion_module, load_motion_adapter, load_weights_file,
+)
+from ..motion.convert import read_adapter_config
+from ..motion.detect import describe_diffusers_config
 from ..schedules import SD_SCHEDULE, VPSchedule
 from .conditioning import SDXLTextEncoder
 from .pipeline import (
     PREDICTION_TYPES, ElevatorPipeline, InjectedMotionT2V, T2VModel, TextEncoder, t2v_from_motion_unet, t2v_from_unet3d,
 )
+from .resources import ModelShape, resolve_device, resolve_dtype
 
 SOLVERS = ("auto", "ddim", "lcm")
+# Per T2I family: where single-file checkpoints keep each component (diffusers' converter looks there),
+# and the component folders of a diffusers folder whose weights are loaded.
+SINGLE_FILE_PREFIXES = {
+    "sd": {"UNet": ("model.diffusion_model.",),
+           "text-encoder": ("cond_stage_model.transformer.", "cond_stage_model.model.")},
+    "sdxl": {"UNet": ("model.diffusion_model.",),
+             "text-encoder": ("conditioner.embedders.0.transformer.",),
+             "second text-encoder": ("conditioner.embedders.1.model.",)},
+}
+WEIGHT_FOLDERS = {"sd": ("unet", "vae", "text_encoder"), "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2")}
+TOKENIZER_FOLDERS = {"sd": ("tokenizer",), "sdxl": ("tokenizer", "tokenizer_2")}
+PICKLED_WEIGHTS = ("*.bin", "*.ckpt", "*.pt", "*.pth")
 
 
 class ModelFilesError(ValueError):
     """A model path that cannot be used; the message says what is missing and what to pass."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What loading will read, found from configs and file headers without reading any weights."""
+
+    unet_config: dict
+    shape: ModelShape
+    parameters: int  # tensors' elements to be loaded (a pickled motion file counted from its size)
+    motion: MotionModuleInfo | None  # None for a UNet3D T2V or a pickled motion file (known once read)
+
+
+def inspect_model_files(checkpoint, *, motion_module=None, t2v_unet3d=None, t2v_lora=None, config_dir=None,
+                        solver: str = "auto") -> ModelFiles:
+    """Check every path and header of a ``load_pipeline`` call: cheap, and before any weights are read."""
+    if solver not in SOLVERS:
+        raise ModelFilesError(f"solver={solver!r} is not allowed; one of {', '.join(SOLVERS)}")
+    if (motion_module is None) == (t2v_unet3d is None):
+        raise ModelFilesError("give exactly one T2V: a motion module (--motion-module) or a UNet3D folder (--t2v-unet3d)")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise ModelFilesError(f"checkpoint '{checkpoint}' does not exist")
+    if checkpoint.is_dir():
+        family = t2i_family(checkpoint)
+        _require_folder(checkpoint, WEIGHT_FOLDERS[family] + TOKENIZER_FOLDERS[family], "checkpoint")
+        configs = checkpoint
+        parameters = sum(_folder_parameters(checkpoint / part) for part in WEIGHT_FOLDERS[family])
+    else:
+        configs = _single_file_config_dir(checkpoint, config_dir)
+        parameters = _single_file_parameters(checkpoint, t2i_family(configs))
+    unet_config, vae_config = _read_config(configs / "unet"), _read_config(configs / "vae")
+    shape = ModelShape(tuple(unet_config["block_out_channels"]), int(unet_config.get("layers_per_block", 2)),
+                       tuple(vae_config["block_out_channels"]), int(unet_config.get("in_channels", 4)))
+    motion = None
+    if motion_module is not None:
+        motion, motion_parameters = _inspect_motion(Path(motion_module), unet_config)
+        parameters += motion_parameters
+    else:
+        folder = Path(t2v_unet3d)
+        _require_folder(folder, ("unet", "text_encoder", "tokenizer"), "T2V")
+        _read_config(folder / "unet")
+        parameters += sum(_folder_parameters(folder / part) for part in ("unet", "text_encoder"))
+    if t2v_lora is not None:
+        parameters += _file_parameters(Path(t2v_lora), "T2V LoRA")
+    return ModelFiles(unet_config, shape, parameters, motion)
+
+
+def _read_config(folder: Path) -> dict:
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise ModelFilesError(f"'{folder}' has no config.json (a diffusers-format folder is needed)") from None
+    except (OSError, ValueError) as error:
+        raise ModelFilesError(f"'{config_file}' cannot be read: {error}") from None
+    if not isinstance(config, dict) or "block_out_channels" not in config:
+        raise ModelFilesError(f"'{config_file}' is not a diffusers model config (no block_out_channels)")
+    return config
+
+
+def _tensor_header(path: Path, what: str) -> dict[str, tuple[int, ...]]:
+    """``name -> shape`` of a .safetensors file, read from its header only."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise ModelFilesError(f"{what} '{path}' does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelFilesError(f"{what} '{path.name}' is not a readable .safetensors file "
+                              f"({' '.join(str(error).split())})") from None
+
+
+def _count(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def _folder_parameters(folder: Path) -> int:
+    """Elements in a diffusers/transformers component folder; pickled-only folders are refused."""
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickled = sorted(path.name for pattern in PICKLED_WEIGHTS for path in folder.glob(pattern))
+        if pickled:
+            raise ModelFilesError(f"'{folder}' holds only pickled weights ({', '.join(pickled)}); only .safetensors "
+                                  "weights are loaded (unpickling can run code): convert them to .safetensors")
+        raise ModelFilesError(f"'{folder}' has no .safetensors weights")
+    return sum(_count(_tensor_header(path, folder.name)) for path in weights)
+
+
+def _file_parameters(path: Path, what: str) -> int:
+    if not path.is_file():
+        raise ModelFilesError(f"{what} '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        return _count(_tensor_header(path, what))
+    return path.stat().st_size // 2  # a pickle is read only later, by the restricted unpickler; fp16 assumed
+
+
+def _single_file_config_dir(checkpoint: Path, config_dir) -> Path:
+    if checkpoint.suffix != ".safetensors":
+        raise ModelFilesError(f"checkpoint '{checkpoint.name}': only .safetensors single files are loaded "
+                              "(a .ckpt can run code when unpickled); convert it, or pass a diffusers folder")
+    if config_dir is None:
+        raise ModelFilesError("a single-file checkpoint needs --config-dir: a diffusers Stable Diffusion folder "
+                              "with the matching configs and tokenizer (its weights are not needed)")
+    config_dir = Path(config_dir)
+    _require_folder(config_dir, ("model_index.json", "unet", "vae", "text_encoder", "tokenizer"), "config")
+    return config_dir
+
+
+def _single_file_parameters(checkpoint: Path, family: str) -> int:
+    """Elements of a single-file checkpoint, refused early when a component is not where such files keep it."""
+    shapes = _tensor_header(checkpoint, "checkpoint")
+    for component, prefixes in SINGLE_FILE_PREFIXES[family].items():
+        if not any(name.startswith(prefixes) for name in shapes):
+            kind = "SDXL" if family == "sdxl" else "SD1.x/2.x"
+            raise ModelFilesError(
+                f"checkpoint '{checkpoint.name}' has no {component} weights where {kind} single files keep them "
+                f"({' or '.join(prefix + '*' for prefix in prefixes)}); pass a diffusers folder instead")
+    return _count(shapes)
+
+
+def _inspect_motion(path: Path, unet_config: dict) -> tuple[MotionModuleInfo | None, int]:
+    """The motion model's kind from its header or config, checked against the UNet."""
+    if not path.is_dir() and path.suffix != ".safetensors":
+        return None, _file_parameters(path, "motion module")  # a pickle: checked once read, before the T2I loads
+    shapes = None if path.is_dir() else _tensor_header(path, "motion module")
+    try:
+        info = describe_diffusers_config(read_adapter_config(path)) if path.is_dir() else describe_motion_module(shapes)
+        check_motion_fits(info, unet_config)
+    except MotionModelError as error:
+        raise MotionModelError(f"Cannot use {'folder ' if path.is_dir() else ''}'{path.name}' as a motion module. "
+                               f"{error}") from None
+    return info, _folder_parameters(path) if path.is_dir() else _count(shapes)
+
+
+def check_motion_fits(info: MotionModuleInfo, unet_config: dict) -> None:
+    """The motion model must fit the T2I's UNet (the clip length is ``generate``'s to check: context windows)."""
+    check_fits_unet(info, tuple(unet_config["block_out_channels"]), unet_config["cross_attention_dim"],
+                    unet_config.get("layers_per_block", 2))
 
 
 def _require_folder(folder: Path, parts: tuple[str, ...], what: str) -> None:
@@ -62,7 +221,8 @@ def _text_encoder(folder: Path, dtype: torch.dtype) -> TextEncoder:
 
     _require_folder(folder, ("tokenizer", "text_encoder"), "text encoder")
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
-    model = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True, torch_dtype=dtype)
+    model = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True, torch_dtype=dtype,
+                                          use_safetensors=True)
     return TextEncoder(tokenizer, model.eval())
 
 
@@ -72,9 +232,10 @@ def _sdxl_text_encoder(folder: Path, dtype: torch.dtype) -> SDXLTextEncoder:
     _require_folder(folder, ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2"), "SDXL text encoder")
     tokenizers = tuple(CLIPTokenizer.from_pretrained(folder, subfolder=sub, local_files_only=True)
                        for sub in ("tokenizer", "tokenizer_2"))
-    models = (CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True, torch_dtype=dtype),
+    models = (CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True, torch_dtype=dtype,
+                                            use_safetensors=True),
               CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", local_files_only=True,
-                                                          torch_dtype=dtype))
+                                                          torch_dtype=dtype, use_safetensors=True))
     return SDXLTextEncoder(tokenizers, tuple(model.eval() for model in models))
 
 
@@ -110,34 +271,35 @@ def load_t2i(checkpoint: str | Path, config_dir: str | Path | None = None, dtype
     """UNet, VAE, text encoder(s), schedule and prediction type of a Stable Diffusion 1.x or SDXL T2I."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
-    checkpoint = Path(checkpoint)
+    checkpoint, dtype = Path(checkpoint), resolve_dtype(dtype)
     if not checkpoint.exists():
         raise ModelFilesError(f"checkpoint '{checkpoint}' does not exist")
     if checkpoint.is_dir():
         family = t2i_family(checkpoint)
         _require_folder(checkpoint, ("unet", "vae"), "checkpoint")
-        unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet", local_files_only=True, torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae", local_files_only=True, torch_dtype=dtype)
+        unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet", local_files_only=True,
+                                                    torch_dtype=dtype, use_safetensors=True)
+        vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae", local_files_only=True, torch_dtype=dtype,
+                                            use_safetensors=True)
         text = _sdxl_text_encoder(checkpoint, dtype) if family == "sdxl" else _text_encoder(checkpoint, dtype)
         return T2I(unet.eval(), vae.eval(), text, read_schedule(checkpoint, SD_SCHEDULE), _prediction_type(checkpoint))
-    if checkpoint.suffix != ".safetensors":
-        raise ModelFilesError(f"checkpoint '{checkpoint.name}': only .safetensors single files are loaded "
-                              "(a .ckpt can run code when unpickled); convert it, or pass a diffusers folder")
-    if config_dir is None:
-        raise ModelFilesError("a single-file checkpoint needs --config-dir: a diffusers Stable Diffusion folder "
-                              "with the matching configs and tokenizer (its weights are not needed)")
-    config_dir = Path(config_dir)
+    config_dir = _single_file_config_dir(checkpoint, config_dir)
     family = t2i_family(config_dir)
-    _require_folder(config_dir, ("model_index.json", "unet", "vae", "text_encoder", "tokenizer"), "config")
     schedule, prediction = read_schedule(config_dir, SD_SCHEDULE), _prediction_type(config_dir)
+    try:
+        if family == "sdxl":
+            pipe = StableDiffusionXLPipeline.from_single_file(str(checkpoint), config=str(config_dir),
+                                                              local_files_only=True, torch_dtype=dtype)
+        else:
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(checkpoint), config=str(config_dir), local_files_only=True, torch_dtype=dtype,
+                safety_checker=None, requires_safety_checker=False)
+    except Exception as error:  # diffusers reports unusable files with assorted exception types
+        raise ModelFilesError(f"checkpoint '{checkpoint.name}' cannot be loaded with the configs in '{config_dir}': "
+                              f"{type(error).__name__}: {' '.join(str(error).split())}") from error
     if family == "sdxl":
-        pipe = StableDiffusionXLPipeline.from_single_file(str(checkpoint), config=str(config_dir),
-                                                          local_files_only=True, torch_dtype=dtype)
         text = SDXLTextEncoder((pipe.tokenizer, pipe.tokenizer_2), (pipe.text_encoder.eval(), pipe.text_encoder_2.eval()))
         return T2I(pipe.unet.eval(), pipe.vae.eval(), text, schedule, prediction)
-    pipe = StableDiffusionPipeline.from_single_file(
-        str(checkpoint), config=str(config_dir), local_files_only=True, torch_dtype=dtype,
-        safety_checker=None, requires_safety_checker=False)
     return T2I(pipe.unet.eval(), pipe.vae.eval(), TextEncoder(pipe.tokenizer, pipe.text_encoder.eval()), schedule,
                prediction)
 
@@ -146,19 +308,15 @@ def _prediction_type(folder: Path) -> str:
     return _read_json(folder / "scheduler" / "scheduler_config.json").get("prediction_type", "epsilon")
 
 
-def load_motion_t2v(path: str | Path, unet, solver: str = "auto", lora: str | Path | None = None,
-                    copy: bool = False) -> T2VModel:
+def motion_t2v(adapter, info: MotionModuleInfo, unet, solver: str = "auto", lora_state: dict | None = None,
+               copy: bool = False) -> T2VModel:
     """An AnimateDiff/AnimateLCM/SDXL T2V: the motion module injected into the T2I's own UNet, or, with
     ``copy``, diffusers' ``UNetMotionModel`` built from a copy of it (twice the UNet memory; not for
     Hotshot-XL, whose norms diffusers' motion UNet does not place as Hotshot does)."""
     from diffusers import UNetMotionModel
 
-    adapter, info = load_motion_adapter(path)
-    config = unet.config
-    check_fits_unet(info, tuple(config.block_out_channels), config.cross_attention_dim, config.layers_per_block)
     if solver == "auto":
         solver = info.default_solver
-    lora_state = load_weights_file(lora) if lora is not None else None
     if copy:
         if info.frame_pooled_spatial_norms:
             raise MotionModelError(f"{info.kind.label} runs only injected into the T2I's UNet, not as a UNetMotionModel copy")
@@ -169,16 +327,17 @@ def load_motion_t2v(path: str | Path, unet, solver: str = "auto", lora: str | Pa
         t2v.lora = lora_state
     else:
         t2v = InjectedMotionT2V.for_motion_model(adapter, info, solver, lora_state)
-    t2v.description = f"{info.kind.label} ({solver}{', t2v LoRA' if lora else ''})"
+    t2v.description = f"{info.kind.label} ({solver}{', t2v LoRA' if lora_state is not None else ''})"
     return t2v
 
 
 def load_unet3d_t2v(folder: str | Path, dtype: torch.dtype = torch.float32, solver: str = "auto") -> T2VModel:
     from diffusers import UNet3DConditionModel
 
-    folder = Path(folder)
+    folder, dtype = Path(folder), resolve_dtype(dtype)
     _require_folder(folder, ("unet", "text_encoder", "tokenizer"), "T2V")
-    unet3d = UNet3DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True, torch_dtype=dtype)
+    unet3d = UNet3DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True, torch_dtype=dtype,
+                                                  use_safetensors=True)
     t2v = t2v_from_unet3d(unet3d.eval(), _text_encoder(folder, dtype), read_schedule(folder, SD_SCHEDULE),
                           "ddim" if solver == "auto" else solver)
     t2v.description = f"UNet3D '{folder.name}' ({t2v.solver})"
@@ -186,19 +345,27 @@ def load_unet3d_t2v(folder: str | Path, dtype: torch.dtype = torch.float32, solv
 
 
 def load_pipeline(checkpoint, *, motion_module=None, t2v_unet3d=None, t2v_lora=None, config_dir=None,
-                  solver: str = "auto", device: str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> ElevatorPipeline:
-    """Everything ``generate`` needs, from disk. Exactly one T2V source must be given."""
-    if solver not in SOLVERS:
-        raise ModelFilesError(f"unknown T2V solver {solver!r}; use one of {', '.join(SOLVERS)}")
-    if (motion_module is None) == (t2v_unet3d is None):
-        raise ModelFilesError("give exactly one T2V: a motion module (--motion-module) or a UNet3D folder (--t2v-unet3d)")
-    t2i = load_t2i(checkpoint, config_dir, dtype)
+                  solver: str = "auto", device="cpu", dtype=torch.float32) -> ElevatorPipeline:
+    """Everything ``generate`` needs, from disk. Exactly one T2V source must be given.
+
+    Every argument, path and file header is checked first (``inspect_model_files``); the motion
+    model is read and checked before the T2I, so a wrong or too-short one costs no T2I load.
+    ``dtype`` is a torch dtype or its name; ``device`` a torch device or its name (``auto``: CUDA
+    when available).
+    """
+    dtype, device = resolve_dtype(dtype), resolve_device(str(device))
+    files = inspect_model_files(checkpoint, motion_module=motion_module, t2v_unet3d=t2v_unet3d, t2v_lora=t2v_lora,
+                                config_dir=config_dir, solver=solver)
+    lora_state = load_weights_file(t2v_lora) if t2v_lora is not None else None
+    motion = None
     if motion_module is not None:
-        t2v = load_motion_t2v(motion_module, t2i.unet, solver, t2v_lora)
+        motion = load_motion_adapter(motion_module, lambda info: check_motion_fits(info, files.unet_config))
+    t2i = load_t2i(checkpoint, config_dir, dtype)
+    if motion is not None:
+        t2v = motion_t2v(*motion, t2i.unet, solver, lora_state)
     else:
         t2v = load_unet3d_t2v(t2v_unet3d, dtype, solver)
-        t2v.lora = load_weights_file(t2v_lora) if t2v_lora is not None else None
+        t2v.lora = lora_state
     pipe = ElevatorPipeline(t2i.unet, t2i.vae, t2i.text_encoder, t2v, t2i.schedule,
                             prediction_type=t2i.prediction_type)
     return pipe.to(device)

@@ -10,6 +10,7 @@ model (AnimateDiff-SDXL, Hotshot-XL) injected into the SDXL UNet.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -23,11 +24,12 @@ from ..lora import GatedLora
 from ..motion.inject import MotionInjection, T2VSwitch, positional_limit
 from ..motion.groupnorm import PerFrameNorm
 from ..noise import mixed_noise
-from ..params import ElevatorParams, ParamError, validate_size
+from ..params import ElevatorParams, GenerationSettings, ParamError
 from ..prompt_travel import interpolate_conditioning, parse_prompt_travel
 from ..sampler import PassCounter, sample_elevator
 from ..schedules import ANIMATEDIFF_SCHEDULE, SD_SCHEDULE, VPSchedule, c_in, ddim_sigmas
 from .conditioning import TextConditioning
+from .resources import ModelShape, RunSize, available_bytes, check_memory
 
 # (z [G·F, C, h, w], t, conditioning with a row per frame [G·F], frames F) -> model output (ε or v) [G·F, C, h, w]
 EpsModel = Callable[[torch.Tensor, torch.Tensor, TextConditioning, int], torch.Tensor]
@@ -272,8 +274,9 @@ class ElevatorResult:
     images: torch.Tensor | None  # decoded frames [F, 3, H, W] in [-1, 1]
     counter: PassCounter
     seconds: float
-    params: ElevatorParams
+    params: ElevatorParams  # as run: fitted to the step count (see ``notes``)
     seed: int | None
+    notes: tuple[str, ...] = ()  # how parameters left at their defaults were fitted to the step count
 
 
 def encode_prompt(encoder, prompt: str, params: ElevatorParams) -> TextConditioning:
@@ -292,37 +295,82 @@ def generator_noise_sampler(shape, generator: torch.Generator, device, dtype):
     return lambda sigma, sigma_next: torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
+class NonFiniteError(ValueError):
+    """The sampler produced NaN or infinite values; nothing is written from them."""
+
+
+def as_params(params) -> ElevatorParams:
+    """``ElevatorParams`` from an instance, an API-style dict, or None (the defaults)."""
+    if params is None:
+        return ElevatorParams()
+    if isinstance(params, ElevatorParams):
+        return params
+    if isinstance(params, dict):
+        return ElevatorParams.from_dict(params)
+    raise ParamError("params", params, "an ElevatorParams, a dict of its fields, or None for the defaults")
+
+
+def largest_unet_batch(params: ElevatorParams, context) -> int:
+    """Frames in the largest UNet call: the T2I's frame chunk or the T2V's window (the whole clip without one)."""
+    return max(params.unet_batch_frames(), context.length if context else params.frames)
+
+
+def check_generation_memory(pipe: ElevatorPipeline, settings: GenerationSettings, params: ElevatorParams,
+                            context) -> None:
+    """Refuse a run whose activations exceed the free memory of the pipeline's device."""
+    device = next(pipe.unet.parameters()).device
+    unet_config, vae_config = pipe.unet.config, pipe.vae.config
+    shape = ModelShape(tuple(unet_config.block_out_channels), unet_config.layers_per_block,
+                       tuple(vae_config.block_out_channels), unet_config.in_channels, pipe.vae_chunk)
+    size = RunSize(params.frames, settings.width, settings.height, settings.steps, largest_unet_batch(params, context))
+    dtype_bytes = next(pipe.unet.parameters()).element_size()
+    check_memory(shape, size, dtype_bytes, 0, available_bytes(device), f"the {device.type} device")
+
+
 @torch.no_grad()
 def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
-             params: ElevatorParams = ElevatorParams(), width: int = 512, height: int = 512, steps: int = 30,
+             params: ElevatorParams | dict | None = None, width: int = 512, height: int = 512, steps: int = 30,
              cfg_scale: float = 7.5, seed: int | None = 0, latents: torch.Tensor | None = None,
              noise_sampler=None, decode: bool = True, callback=None, disable_progress: bool | None = None,
-             elevate: bool = True) -> ElevatorResult:
+             elevate: bool = True, check_memory: bool = True) -> ElevatorResult:
     """Generate one video. ``latents`` (VP, [F, 4, h, w]) and ``noise_sampler`` override the seed.
 
+    Every argument is checked before the first UNet call, with the same errors as the CLI. At a
+    low step count the parameters left at their defaults are fitted (``ElevatorParams.fitted_to_steps``;
+    ``result.notes`` says what changed); values a caller changed from the defaults are kept or refused.
     ``elevate=False`` runs the same inflated T2I with no refinement (the baseline the elevator is
-    compared with).
+    compared with). ``check_memory=False`` skips the peak-memory estimate.
     """
-    validate_size(width, height)
-    if not 1 <= steps <= 1000:
-        raise ParamError("steps", steps, "a whole number in [1, 1000]")
+    params = as_params(params)
+    settings = GenerationSettings(width=width, height=height, steps=steps, cfg_scale=cfg_scale,
+                                  seed=0 if seed is None else seed)
+    for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if not isinstance(text, str):
+            raise ParamError(name, text, "text")
+    notes = []
     if elevate:
-        params.refine_steps_remaining(steps)
+        params, notes = params.fitted_to_steps(settings.steps, keep=params.non_default_fields())
     else:
-        params = ElevatorParams(**{**params.to_dict(), "refine_at": ()})
+        params = dataclasses.replace(params, refine_at=())
+    width, height, steps, cfg_scale = settings.width, settings.height, settings.steps, settings.cfg_scale
     device = next(pipe.unet.parameters()).device
     dtype = next(pipe.unet.parameters()).dtype
     frames = params.frames
     latent_shape = (pipe.unet.config.in_channels, height // pipe.vae_scale, width // pipe.vae_scale)
+    if latents is not None and (not isinstance(latents, torch.Tensor) or latents.shape != (frames, *latent_shape)):
+        raise ParamError("latents", tuple(getattr(latents, "shape", ())) or type(latents).__name__,
+                         f"a tensor of shape {(frames, *latent_shape)}")
+    if latents is not None and not torch.isfinite(latents).all():
+        raise ParamError("latents", "a tensor with NaN or infinite values", "finite values")
+    context = resolve_context(params, pipe.t2v.frame_limit)
+    if check_memory:
+        check_generation_memory(pipe, settings, params, context)
     generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
     if latents is None:
         latents = mixed_noise(frames, latent_shape, params.noise_alpha, generator=generator)
-    if latents.shape != (frames, *latent_shape):
-        raise ParamError("latents", tuple(latents.shape), f"shape {(frames, *latent_shape)}")
     if noise_sampler is None and generator is not None:
         noise_sampler = generator_noise_sampler((frames, *latent_shape), generator, "cpu", torch.float32)
 
-    context = resolve_context(params, pipe.t2v.frame_limit)
     cond = encode_prompt(pipe.text_encoder, prompt, params).sized(width, height)
     uncond = TextConditioning.of(pipe.text_encoder(negative_prompt)).sized(width, height)
     t2v_text = pipe.t2v.text_encoder
@@ -346,5 +394,14 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
         x = sample_elevator(t2i, t2v, x, sigmas, params, callback=callback, disable=disable_progress,
                             noise_sampler=device_noise, counter=counter)
     final = x * c_in(float(sigmas[-1]))
+    _require_finite(final, "latents", dtype)
     images = pipe.decode(final) if decode else None
-    return ElevatorResult(final, images, counter, time.perf_counter() - started, params, seed)
+    if images is not None:
+        _require_finite(images, "decoded frames", dtype)
+    return ElevatorResult(final, images, counter, time.perf_counter() - started, params, seed, tuple(notes))
+
+
+def _require_finite(values: torch.Tensor, what: str, dtype: torch.dtype) -> None:
+    if not torch.isfinite(values).all():
+        hint = "use float32" if dtype != torch.float32 else "lower cfg_scale or check the model files"
+        raise NonFiniteError(f"the {what} came out with NaN or infinite values (nothing was written); {hint}")
