@@ -1,6 +1,7 @@
 """VideoElevator cost benchmark on the embedded tiny models: UNet passes, wall time, T2V memory.
 
 Run from the repository root:  python benchmarks/bench_elevator.py [--frames F] [--size 64] [--repeat 1] [--threads 1]
+[--long-videos-only]
 
 Passes are the hardware-independent cost (DESIGN §3.4), so they are counted three ways: the
 sampler's own counter, real UNet forward calls seen by forward pre-hooks, and the paper's
@@ -327,6 +328,54 @@ def t2v_memory_and_speed(models: TinyModels, text: TextEncoder, frames: int, siz
           f"the unique-storage fraction measured on the tiny models: {unique_fraction:.2f})")
 
 
+# --- 4. long videos ------------------------------------------------------------------------
+
+LONG_FRAMES = (16, 32, 64, 128)
+LONG_CHUNK = 8
+LONG_RECIPE = dict(refine_at=(8, 5, 3), t2v_steps=2, t2v_cfg_scale=2.0)  # short, so 128 frames stay affordable
+LONG_STEPS = 10
+
+
+def long_video_child(frames: int, frames_per_batch: int, size: int) -> None:
+    """One generation in this (fresh) process; prints passes, seconds and the growth of the RSS
+    high-water mark during sampling, as one line for the parent."""
+    import resource
+
+    models = tiny_models()
+    pipe = ElevatorPipeline(models.unet, models.vae, TextEncoder(models.tokenizer, models.text_encoder),
+                            InjectedMotionT2V(models.motion_adapter, solver="lcm"))
+    params = ElevatorParams(frames=frames, frames_per_batch=frames_per_batch, **LONG_RECIPE)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = generate(pipe, PROMPT, NEGATIVE, params=params, width=size, height=size, steps=LONG_STEPS,
+                      cfg_scale=T2I_CFG, seed=SEED, decode=False, disable_progress=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(f"RESULT {result.counter.total} {result.seconds} {peak}")
+
+
+def long_videos(size: int, threads: int) -> None:
+    import subprocess
+
+    print(f"\n## 4. Long videos: context windows and T2I frame chunks ({LONG_STEPS} steps, refine at "
+          f"{LONG_RECIPE['refine_at']}, {LONG_RECIPE['t2v_steps']} T2V steps, AnimateLCM-style tiny motion module "
+          f"with a 32-frame positional encoding; windows of 16 past 32 frames)\n")
+    print("Each row is a fresh process; peak = growth of its RSS high-water mark during sampling.\n")
+    print("| frames | T2I batch | F-frame passes | frame evaluations | seconds | peak MiB | peak vs 16 frames |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    base = {}
+    for chunk in (0, LONG_CHUNK):
+        for frames in LONG_FRAMES:
+            batch = frames if chunk == 0 else chunk
+            result = subprocess.run([sys.executable, __file__, "--long-video-child", str(frames), str(batch),
+                                     "--size", str(size), "--threads", str(threads)],
+                                    capture_output=True, text=True, check=True)
+            passes, seconds, peak = result.stdout.split("RESULT")[-1].split()
+            peak_mib = int(peak) / 1024
+            base.setdefault(chunk, peak_mib)
+            label = "whole clip" if chunk == 0 else f"{chunk} frames"
+            print(f"| {frames} | {label} | {float(passes):g} | {float(passes) * frames:g} | {float(seconds):.1f} "
+                  f"| {peak_mib:.0f} | {peak_mib / base[chunk]:.2f}x |", flush=True)
+
+
 # --- the run --------------------------------------------------------------------------------
 
 def print_header(args, recipe_frames: dict) -> None:
@@ -372,8 +421,16 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=64, help="width and height in pixels")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per measurement (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 suits the tiny layers)")
+    parser.add_argument("--long-videos-only", action="store_true", help="run only section 4 (long videos)")
+    parser.add_argument("--long-video-child", nargs=2, type=int, metavar=("FRAMES", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.long_video_child:
+        long_video_child(*args.long_video_child, args.size)
+        return
+    if args.long_videos_only:
+        long_videos(args.size, args.threads)
+        return
     diffusers.utils.logging.set_verbosity_error()  # from_unet2d's float32-modules notice is noise here
     recipe_frames = {recipe.name: args.frames or recipe.frames for recipe in RECIPES}
     print_header(args, recipe_frames)
@@ -400,6 +457,7 @@ def main(argv=None) -> None:
           "inversion calls, T2V calls; it is not the cost of any one of them)")
 
     t2v_memory_and_speed(models, text, recipe_frames["AnimateLCM"], args.size)
+    long_videos(args.size, args.threads)
     print(f"\ntotal benchmark time {time.perf_counter() - started:.0f}s")
 
 

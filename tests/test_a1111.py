@@ -220,7 +220,7 @@ def refuse_trt(webui, p):
     (refuse_sdxl, "a boat", {}, "SDXL checkpoints are not supported inside the WebUI yet"),
     (refuse_trt, "a boat", {}, "TensorRT"),
     (None, "a boat AND a lake", {}, "'AND' prompts"),
-    (None, "a boat", {"frames": 65}, "at most 64 frames"),
+    (None, "a boat", {"frames": 65, "context": False}, "at most 64 frames and context windows are off"),
     (None, "a boat", {"motion_model": "AnimateLCM_t2v_lora.safetensors"}, "not supported as a motion module"),
 ])
 def test_refusals_leave_everything_untouched(webui, setup, prompt, fields, reason):

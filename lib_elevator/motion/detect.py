@@ -134,12 +134,6 @@ class MotionModuleInfo:
         """AnimateLCM is a consistency model and needs the LCM solver; AnimateDiff modules use DDIM."""
         return "lcm" if self.kind is MotionKind.ANIMATELCM_T2V else "ddim"
 
-    def frame_count_problem(self, frames: int) -> str | None:
-        """Why ``frames`` is too long for the positional encodings, or None when it fits."""
-        if frames <= self.positional_encoding_length:
-            return None
-        return f"{self.kind.label} handles at most {self.positional_encoding_length} frames; {frames} were asked for"
-
 
 def describe_motion_module(shapes: Mapping[str, Sequence[int]]) -> MotionModuleInfo:
     """Describe an original-layout motion module (AnimateDiff or Hotshot-XL naming), or refuse it with the reason."""

@@ -7,7 +7,8 @@ import re
 
 from ..lora import lora_fit_problem
 from ..motion import check_fits_unet
-from ..params import ElevatorParams
+from ..context import resolve_context
+from ..params import ElevatorParams, ParamError
 from ..prompt_travel import KEYED_LINE
 from .request import MotionModel
 
@@ -61,10 +62,13 @@ def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | Non
     if _animatediff_enabled(p):
         reasons.append("AnimateDiff is enabled in the same request; both change the UNet and its schedule, "
                        "so switch one of them off")
-    if motion is not None and motion.info.frame_count_problem(params.frames):
-        reasons.append(motion.info.frame_count_problem(params.frames))
-    if params.context_length and params.frames > params.context_length:
-        reasons.append("context windows are not available in the WebUI yet; set context length to 0")
+    if motion is not None:
+        try:
+            resolve_context(params, motion.info.positional_encoding_length)
+        except ParamError as error:
+            reasons.append(f"{motion.info.kind.label} handles at most {motion.info.positional_encoding_length} frames "
+                           f"and context windows are off; {params.frames} were asked for (turn context windows on "
+                           f"for longer clips)")
     if any(KEYED_LINE.match(line) for prompt in prompts for line in prompt.splitlines()):
         reasons.append("prompt travel (frame-keyed prompt lines such as '0: ...') is not available in the WebUI yet")
     if params.frames_per_batch:

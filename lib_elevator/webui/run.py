@@ -12,10 +12,11 @@ functions only; nothing here runs at import time.
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..context import resolve_context, windowed
 from ..motion.inject import T2VSwitch
 from ..params import ElevatorParams
 from ..sampler import PassCounter, sample_elevator
@@ -72,7 +73,7 @@ class WebUIDenoiser:
     capture: CondCapture
     solver: str = "ddim"
     cond_scale: float | None = None
-    around_call: object = nullcontext  # a context for every model call (the T2V's switches)
+    around_call: object = nullcontext  # a context for every model call, given its clip length (the T2V's switches)
     step: int = 0
 
     def begin_step(self, k: int) -> None:
@@ -87,21 +88,40 @@ class WebUIDenoiser:
         if self.cond_scale is not None:
             args["cond_scale"] = self.cond_scale
         self.model.step = self.step
-        with self.around_call(), self.capture.recording() as capture:
+        with self.around_call(self.frames), self.capture.recording() as capture:
             denoised = self.model(x, self._sigma_in(x, sigma), **args)
             cond_rows = capture.rows[: self.frames] if capture.rows is not None else None
         return denoised, cond_rows
 
     def _branch(self, x, sigma, conditioning):
         raise_if_interrupted()
-        with self.around_call():
+        with self.around_call(self.frames):
             return self.single_branch(x, self._sigma_in(x, sigma), conditioning, self.step)
+
+    def window(self, indices: list[int]) -> "WebUIDenoiser":
+        """This denoiser over the frames ``indices`` only (a T2V context window): the CFGDenoiser
+        gets those frames' rows of the WebUI's batch conditioning."""
+        return replace(self, extra_args=_frame_rows(self.extra_args, indices), frames=len(indices))
 
     def conditional(self, x, sigma):
         return self._branch(x, sigma, "cond")
 
     def unconditional(self, x, sigma):
         return self._branch(x, sigma, "uncond")
+
+
+def _frame_rows(extra_args: dict, indices: list[int]) -> dict:
+    """The CFGDenoiser's arguments for a subset of the batch: prompt i of the batch is frame i."""
+    from modules.prompt_parser import MulticondLearnedConditioning
+
+    cond, uncond = extra_args["cond"], extra_args["uncond"]
+    rows = dict(extra_args)
+    rows["cond"] = MulticondLearnedConditioning(shape=(len(indices),), batch=[cond.batch[i] for i in indices])
+    rows["uncond"] = [uncond[i] for i in indices]
+    image_cond = extra_args.get("image_cond")
+    if image_cond is not None:
+        rows["image_cond"] = image_cond[indices]
+    return rows
 
 
 @dataclass
@@ -129,8 +149,8 @@ class ElevatorRun:
     def t2i_schedule(self) -> VPSchedule:
         raise NotImplementedError
 
-    def t2v_call(self, model):
-        """A context manager for one T2V call of the CFGDenoiser ``model``."""
+    def t2v_call(self, model, frames: int):
+        """A context manager for one T2V call of the CFGDenoiser ``model`` over ``frames``-frame clips."""
         raise NotImplementedError
 
     def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):
@@ -165,9 +185,10 @@ class ElevatorRun:
                 return run.single_branch(model, extra, x_in, sigma_in, conditioning, step)
 
             t2i = WebUIDenoiser(model, extra, run.t2i_schedule(), frames, branch, run.capture)
-            t2v = WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, branch, run.capture,
-                                run.motion.resolved_solver, cond_scale=run.params.t2v_cfg_scale,
-                                around_call=lambda: run.t2v_call(model))
+            t2v = windowed(WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, branch, run.capture,
+                                         run.motion.resolved_solver, cond_scale=run.params.t2v_cfg_scale,
+                                         around_call=lambda clip: run.t2v_call(model, clip)),
+                           resolve_context(run.params, run.motion.info.positional_encoding_length), frames)
 
             def noise(sigma, sigma_next):
                 return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)

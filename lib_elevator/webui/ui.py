@@ -71,7 +71,8 @@ def build_elevator_controls(elem_id) -> dict:
             t2v_lora_scale = _slider(specs["t2v_lora_scale"], 0.05)
     with gr.Accordion("Long video", open=False):
         gr.Markdown("Clips longer than the motion model's frame limit run the T2V over overlapping **context "
-                    "windows** of *context length* frames (0 = 16, capped by the motion model).")
+                    "windows** of *context length* frames (0 = 16, capped by the motion model); *closed loop* "
+                    "wraps the last windows onto the first frames for a seamless loop.")
         with gr.Row():
             context = gr.Checkbox(DEFAULTS.context, label="context windows", info=specs["context"].metadata["help"])
             closed_loop = gr.Checkbox(DEFAULTS.closed_loop, label="closed loop",

@@ -85,8 +85,8 @@ class A1111Run(run.ElevatorRun):
         return VPSchedule("checkpoint", self.p.sd_model.alphas_cumprod)
 
     @contextmanager
-    def t2v_call(self, model):
-        with self.switch.on(), self.inflation.paused(), swapped_sigmas(model.inner_model, ANIMATEDIFF_SCHEDULE):
+    def t2v_call(self, model, frames: int):
+        with self.switch.on(frames), self.inflation.paused(), swapped_sigmas(model.inner_model, ANIMATEDIFF_SCHEDULE):
             yield
 
     @property

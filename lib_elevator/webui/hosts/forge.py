@@ -94,7 +94,7 @@ def motion_modifier(slots, switch: T2VSwitch):
         module = modules.get(layer) if position == "after" and switch.active else None
         if module is None:
             return x
-        _require_whole_clips(transformer_options, x.shape[0], transformer_options[FRAMES_OPTION])
+        _require_whole_clips(transformer_options, x.shape[0], switch.frames)  # a context window's length
         return run_motion_module(module, x, switch, max_frames)
 
     return apply_motion
@@ -177,8 +177,8 @@ class ForgeRun(run.ElevatorRun):
         return VPSchedule("checkpoint", self.p.sd_model.forge_objects.unet.model.predictor.alphas_cumprod)
 
     @contextmanager
-    def t2v_call(self, model):
-        with self.switch.on(), t2v_sigmas(self._sampling_unet(model).model.predictor):
+    def t2v_call(self, model, frames: int):
+        with self.switch.on(frames), t2v_sigmas(self._sampling_unet(model).model.predictor):
             yield
 
     def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):
