@@ -104,6 +104,14 @@ def test_t2v_passes_run_on_the_motion_models_schedule_with_per_frame_sdxl_condit
         assert time_ids == [[SIZE, 96.0, 0.0, 0.0, SIZE, 96.0]] * rows and pooled_shape == (rows, 32)
 
 
+def test_frame_chunked_sdxl_run_equals_one_batch(pipe):
+    """The T2I/correction/inversion passes a frame at a time (bounded memory) give the one-batch video."""
+    whole = run(pipe)
+    chunked = generate(pipe, "a dancing robot", "blurry", params=ElevatorParams(**SHORT, frames_per_batch=1),
+                       width=SIZE, height=SIZE, steps=12, seed=3, decode=False, disable_progress=True)
+    assert torch.allclose(chunked.latents, whole.latents, atol=1e-5 * whole.latents.std().item())
+
+
 def test_sdxl_run_is_reproducible_per_seed_and_leaves_the_unet_as_it_was(pipe):
     before = unet_snapshot(pipe.unet, two_prompts(pipe))
     first, again, other = run(pipe), run(pipe), run(pipe, seed=4)
