@@ -6,7 +6,9 @@ for the GPU: ``.to(FAKE_GPU)``, ``module.to(FAKE_GPU)``, factory functions and `
 ``device=FAKE_GPU`` give ``OnFakeGPU`` tensors, which report ``device='lazy'`` but keep their values in a
 CPU tensor and compute for real. Mixing one with a CPU tensor (other than a
 0-dim scalar, as CUDA allows) raises the same "Expected all tensors to be on the same device" error CUDA
-does, so code that forgets to move something fails here as it would on a GPU. ``.to('cpu')`` gives a
+does, so code that forgets to move something fails here as it would on a GPU. Unlike a real device, a
+move makes new Parameter objects (a plain Parameter cannot take a wrapper's data), so code that keeps
+Parameter objects across moves (Forge's LoRA backups) is not modelled. ``.to('cpu')`` gives a
 plain CPU tensor back. Built on torch's wrapper subclasses and a ``TorchDispatchMode``; no tensor ever
 lands on the real lazy device.
 """
@@ -50,12 +52,15 @@ class OnFakeGPU(torch.Tensor):
         kwargs = kwargs or {}
         if func not in _CROSS_DEVICE_OPS:
             flat, _ = tree_flatten((args, kwargs))
-            if any(type(t) is torch.Tensor and t.device == CPU and t.dim() > 0 for t in flat):
+            if any(isinstance(t, torch.Tensor) and not isinstance(t, OnFakeGPU) and t.dim() > 0 for t in flat):
                 raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
                                    f"{FAKE_GPU} (the fake GPU) and cpu! ({func})")
-        out = func(*tree_map(_unwrap, args), **tree_map(_unwrap, kwargs))
+        devices = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.device)]
+        out = func(*tree_map(_unwrap_device, args), **tree_map(_unwrap_device, kwargs))
         if func is torch.ops.aten.copy_.default:  # in place into a fake-GPU tensor: the wrapper is the result
             return args[0]
+        if any(device == CPU for device in devices):  # .to(cpu) spelled as aten.to.device: a plain tensor
+            return out
         return tree_map(_wrap, out)
 
 
@@ -72,6 +77,13 @@ def _unwrap(value):
     return value.elem if isinstance(value, OnFakeGPU) else value
 
 
+def _unwrap_device(value):
+    """Tensors to their CPU values, the fake GPU to the CPU (where those values are)."""
+    if isinstance(value, torch.device) and value == FAKE_GPU:
+        return CPU
+    return _unwrap(value)
+
+
 def _wrap(value):
     return OnFakeGPU(value) if type(value) is torch.Tensor else value
 
@@ -84,13 +96,10 @@ class _FakeGPUMode(TorchDispatchMode):
     """Routes moves to and from ``FAKE_GPU`` and factory calls that name it."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if _is_fake_gpu(kwargs.get("device")):  # .to(FAKE_GPU), factories, new_*/*_like naming it
-            kwargs["device"] = CPU
-            return tree_map(_wrap, func(*tree_map(_unwrap, args), **kwargs))
-        target = kwargs.get("device")
-        if func is torch.ops.aten._to_copy.default and target is not None and isinstance(args[0], OnFakeGPU):
-            return func(args[0].elem, **kwargs)  # back to the CPU: a plain tensor
+        kwargs = kwargs or {}
+        named = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.device)]
+        if any(device == FAKE_GPU for device in named):  # .to(FAKE_GPU), factories, new_*/*_like naming it
+            return tree_map(_wrap, func(*tree_map(_unwrap_device, args), **tree_map(_unwrap_device, kwargs)))
         return func(*args, **kwargs)
 
 

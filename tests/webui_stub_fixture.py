@@ -170,8 +170,9 @@ def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny
     if "modules" in sys.modules:
         raise RuntimeError(f"a 'modules' package is already imported ({sys.modules['modules']!r}); "
                            "only one WebUI stand-in session at a time")
-    if device not in ("cpu", "fake_gpu"):
-        raise ValueError(f"device must be 'cpu' or 'fake_gpu', not {device!r}")
+    if device not in ("cpu", "fake_gpu") or (device == "fake_gpu" and host != "a1111"):
+        raise ValueError(f"device must be 'cpu', or 'fake_gpu' on A1111 (the fake GPU does not keep Parameter "
+                         f"objects across moves, which Forge's LoRA backups rely on), not {device!r}")
     saved_env = {key: os.environ.get(key)
                  for key in ("WEBUI_STUB_DATA_DIR", "COMMANDLINE_ARGS", "WEBUI_STUB_HOST", "WEBUI_STUB_DEVICE")}
     saved_path = list(sys.path)

@@ -94,14 +94,7 @@ def setup_for_low_vram(sd_model, use_medvram):
         return decode(z, *args, **kwargs)
 
     clip = sd_model.cond_stage_model
-    held = {"first_stage_model": vae, "model": sd_model.model, "cond_stage_model": clip}
-    for name in held:
-        setattr(sd_model, name, None)
-    try:
-        sd_model.to(devices.device)
-    finally:
-        for name, module in held.items():
-            setattr(sd_model, name, module)
+    _to_device_without(sd_model, ("first_stage_model", "model", "cond_stage_model"))
 
     clip.wrapped.transformer.register_forward_pre_hook(move_in)
     parents[clip.wrapped.transformer] = clip
