@@ -138,3 +138,32 @@ def test_motion_modules_go_back_to_the_cpu_after_a_failed_or_interrupted_low_vra
         assert len(calls) >= 3
         assert where(tensors_of(adapter)).keys() == {CPU}
         assert where(lora_tensors(recorded_loras)).keys() <= {CPU}
+
+
+@pytest.mark.parametrize("vram", ["LOW_VRAM", "NO_VRAM", "NORMAL_VRAM"])
+def test_forge_hands_the_motion_modules_back_to_its_memory_management_in_low_vram(tmp_path, motion_file, monkeypatch,
+                                                                                  vram):
+    """Forge moves modules between devices itself; in its low-VRAM states our motion modules' patcher must be
+    unloaded *with* moving (Forge would later drop the abandoned patcher without moving it, leaving the cached
+    modules on the GPU). Checked on Forge's bookkeeping: the stand-in's Forge devices are all the CPU."""
+    with extension_session(tmp_path, motion_file, host="forge") as forge:
+        from backend import memory_management as memory
+
+        monkeypatch.setattr(memory, "vram_state", memory.VRAMState[vram])
+        unloads = []
+        model_unload = memory.LoadedModel.model_unload
+
+        def recorded_unload(self, avoid_model_moving=False):
+            unloads.append((self.model.model, avoid_model_moving))
+            return model_unload(self, avoid_model_moving)
+
+        monkeypatch.setattr(memory.LoadedModel, "model_unload", recorded_unload)
+        p = elevator_p(forge, t2v_lora=T2V_LORA)
+        forge.run(p)
+        assert forge.errors == []
+        adapter = p.videoelevator["runs"][0].motion.adapter
+        still_loaded = [m for m in memory.current_loaded_models if m.model.model is adapter]
+        if vram == "NORMAL_VRAM":  # cached: Forge keeps it loaded (and frees it under memory pressure)
+            assert still_loaded and (adapter, False) not in unloads
+        else:
+            assert not still_loaded and (adapter, False) in unloads
