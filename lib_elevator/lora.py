@@ -215,12 +215,14 @@ def _fit_to_layer(layer: nn.Module, weights: LoraWeights) -> tuple[torch.Tensor,
     return down, up
 
 
-def _placed_like(layer: nn.Module, down: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pair on the layer's device and in its dtype, so a call does not convert it."""
+def _placed_like(layer: nn.Module, down: torch.Tensor, up: torch.Tensor,
+                 store_on: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pair in the layer's dtype, on ``store_on`` or else the layer's device (so a call does not convert it)."""
     reference = layer.weight
     # fp8/NF4/GGUF-stored weights: keep the pair in float32 (it is cast to the activations' dtype per call)
     dtype = reference.dtype if reference.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
-    return down.to(reference.device, dtype), up.to(reference.device, dtype)
+    device = store_on if store_on is not None else reference.device
+    return down.to(device, dtype), up.to(device, dtype)
 
 
 def lora_fit_problem(unet: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
@@ -247,19 +249,22 @@ class GatedLora(Patch):
     """A LoRA hooked onto a UNet that only acts while ``gate.active``; ``remove()`` restores the UNet.
 
     ``scale`` is the user's strength (the paper uses 0.8 for AnimateLCM's t2v LoRA) and may be
-    changed while installed.
+    changed while installed. ``store_on`` (the CPU, on a low-VRAM host) keeps the pairs there; each
+    call then copies them to the activations' device for that call only.
     """
 
     what = "the T2V LoRA"
 
-    def __init__(self, unet: nn.Module, state_dict: dict[str, torch.Tensor], gate: Gate, scale: float = 1.0):
+    def __init__(self, unet: nn.Module, state_dict: dict[str, torch.Tensor], gate: Gate, scale: float = 1.0,
+                 store_on: torch.device | None = None):
         super().__init__()
         self.gate = gate
         self.scale = scale
-        self.targets = self.match(unet, parse_lora(state_dict))
+        self.targets = self.match(unet, parse_lora(state_dict), store_on=store_on)
 
     @staticmethod
-    def match(unet: nn.Module, layers: dict[str, LoraWeights], place: bool = True) -> list[LoraTarget]:
+    def match(unet: nn.Module, layers: dict[str, LoraWeights], place: bool = True,
+              store_on: torch.device | None = None) -> list[LoraTarget]:
         """Each LoRA layer's UNet layer and its shape-checked pair (moved to the layer when ``place``)."""
         by_underscored = {name.replace(".", "_"): (name, module) for name, module in lora_target_layers(unet).items()}
         unmatched = sorted(weights.source for key, weights in layers.items() if key not in by_underscored)
@@ -273,7 +278,7 @@ class GatedLora(Patch):
             name, layer = by_underscored[key]
             down, up = _fit_to_layer(layer, weights)
             if place:
-                down, up = _placed_like(layer, down, up)
+                down, up = _placed_like(layer, down, up, store_on)
             targets.append(LoraTarget(name, layer, down, up, weights.multiplier))
         return targets
 

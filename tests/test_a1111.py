@@ -35,16 +35,16 @@ def write_fitting_t2v_lora(path):
 
 
 @contextmanager
-def extension_session(data_dir, motion_file, host="a1111"):
+def extension_session(data_dir, motion_file, host="a1111", **session_options):
     """A stand-in session of ``host`` with this extension loaded, the motion model in its folder, AnimateLCM's
     t2v LoRA file (the real layout, scaled) and ``T2V_LORA`` (one that fits the stand-in's UNet)."""
-    with webui_stub(data_dir, unet_config="sd15_shaped", host=host) as session:
+    with webui_stub(data_dir, unet_config="sd15_shaped", host=host, **session_options) as session:
         folder = Path(session.paths.models_path) / "VideoElevator"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MOTION).write_bytes(motion_file.read_bytes())
         motion_files.write_kind("animatelcm_t2v_lora", folder / "AnimateLCM_t2v_lora.safetensors")
         write_fitting_t2v_lora(folder / T2V_LORA)
-        session.extension = session.load_extension(REPO)
+        session.extension = session.load_extension(REPO, session_options.get("commandline_args", ""))
         session.script = next(s for s in session.extension.alwayson_scripts if s.title() == "VideoElevator")
         yield session
 

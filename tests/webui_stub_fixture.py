@@ -37,6 +37,8 @@ from pathlib import Path
 
 import pytest
 
+from fake_gpu import fake_gpu
+
 STUB_DIR = str(Path(__file__).resolve().parent / "webui_stub")
 
 
@@ -157,23 +159,34 @@ class WebUI:
 
 @contextlib.contextmanager
 def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny", attention: str = "sdp",
-               host: str = "a1111"):
+               host: str = "a1111", device: str = "cpu"):
     """Context-manager form of the ``webui`` fixture (for tests that need two sessions or custom options).
-    ``host``: ``"a1111"`` or ``"forge"``; ``attention`` is the A1111 cross-attention optimization (unused on Forge)."""
+    ``host``: ``"a1111"`` or ``"forge"``; ``attention`` is the A1111 cross-attention optimization (unused on Forge);
+    ``device="fake_gpu"`` makes ``devices.device`` the fake GPU of ``tests/fake_gpu.py`` for the session, and the
+    model is sent to it the way A1111 loads it (``sd_models.send_model_to_device``: ``--medvram``/``--lowvram``
+    set up ``lowvram``'s hooks)."""
     if host not in ("a1111", "forge"):
         raise ValueError(f"host must be 'a1111' or 'forge', not {host!r}")
     if "modules" in sys.modules:
         raise RuntimeError(f"a 'modules' package is already imported ({sys.modules['modules']!r}); "
                            "only one WebUI stand-in session at a time")
-    saved_env = {key: os.environ.get(key) for key in ("WEBUI_STUB_DATA_DIR", "COMMANDLINE_ARGS", "WEBUI_STUB_HOST")}
+    if device not in ("cpu", "fake_gpu") or (device == "fake_gpu" and host != "a1111"):
+        raise ValueError(f"device must be 'cpu', or 'fake_gpu' on A1111 (the fake GPU does not keep Parameter "
+                         f"objects across moves, which Forge's LoRA backups rely on), not {device!r}")
+    saved_env = {key: os.environ.get(key)
+                 for key in ("WEBUI_STUB_DATA_DIR", "COMMANDLINE_ARGS", "WEBUI_STUB_HOST", "WEBUI_STUB_DEVICE")}
     saved_path = list(sys.path)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     os.environ["WEBUI_STUB_DATA_DIR"] = str(data_dir)
     os.environ["COMMANDLINE_ARGS"] = commandline_args
     os.environ["WEBUI_STUB_HOST"] = host
+    os.environ["WEBUI_STUB_DEVICE"] = device
     sys.path.insert(0, STUB_DIR)
     stub_lora = sd_hijack = forge_unet = None
+    devices_open = contextlib.ExitStack()
     try:
+        if device == "fake_gpu":
+            devices_open.enter_context(fake_gpu())
         from modules import script_callbacks, scripts, sd_hijack, sd_models, stub_lora, stub_model
 
         scripts.load_scripts([])  # start-up: no extension scripts yet; scripts_txt2img/img2img exist
@@ -193,6 +206,7 @@ def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny
             sd_hijack.model_hijack.apply_optimizations(attention)
         yield WebUI(Path(data_dir), model, host)
     finally:
+        devices_open.close()
         if sd_hijack is not None:
             sd_hijack.model_hijack.undo_optimizations()
         if stub_lora is not None:

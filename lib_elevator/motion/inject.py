@@ -55,6 +55,19 @@ class T2VSwitch:
 
 
 @dataclass(frozen=True)
+class Offload:
+    """Where a low-VRAM host keeps the motion modules while they are not running.
+
+    ``each_call``: back after every call of a module (A1111 ``--lowvram``, where one UNet block at a
+    time is on the GPU); otherwise back when the run ends (``--medvram``). Both also after an error or
+    an interrupt: the moves happen in ``finally`` and in ``remove()``.
+    """
+
+    device: torch.device
+    each_call: bool = False
+
+
+@dataclass(frozen=True)
 class MotionSlot:
     """One motion module and the UNet layer whose output it transforms."""
 
@@ -163,18 +176,21 @@ class MotionInjection(Patch):
     the UNet (low-VRAM offloading). ``frame_pooled_spatial_norms`` (Hotshot-XL) also makes the
     UNet's ResNet GroupNorms pool over each clip's frames, behind the same switch;
     ``motion_norm="per_frame"`` makes the motion modules' input GroupNorm per-frame while installed.
+    With ``offload`` (a low-VRAM host) the modules wait on ``offload.device`` and are on the
+    activations' device only while a run (or, ``each_call``, one call) needs them.
     """
 
     what = "motion modules"
 
     def __init__(self, unet: nn.Module, adapter: nn.Module, switch: T2VSwitch, frame_pooled_spatial_norms: bool = False,
-                 motion_norm: str = "paper"):
+                 motion_norm: str = "paper", offload: Offload | None = None):
         super().__init__()
         self.unet = unet
         self.switch = switch
         self.slots = plan_motion_slots(unet, adapter)
         self.max_frames = positional_limit(slot.module for slot in self.slots)
         self.frame_pooled_spatial_norms = frame_pooled_spatial_norms
+        self.offload = offload
         self.per_frame_norm = PerFrameNorm(slot.module for slot in self.slots) if motion_norm == "per_frame" else None
 
     def _install(self) -> None:
@@ -182,25 +198,35 @@ class MotionInjection(Patch):
             self._undo.append(SpatialNormsOverFrames(self.unet, self.switch).install().remove)
         if self.per_frame_norm is not None:
             self._undo.append(self.per_frame_norm.install().remove)
+        if self.offload is not None:
+            self._undo.append(self._send_to_offload_device)
         for slot in self.slots:
             reference = next(slot.host.parameters())
-            slot.module.to(device=reference.device, dtype=reference.dtype)
+            device = reference.device if self.offload is None else self.offload.device
+            slot.module.to(device=device, dtype=reference.dtype)
             self._undo.append(slot.host.register_forward_hook(self._hook(slot.module)).remove)
 
+    def _send_to_offload_device(self) -> None:
+        for slot in self.slots:
+            slot.module.to(self.offload.device)
+
     def _hook(self, module: nn.Module):
+        offload_after = self.offload.device if self.offload is not None and self.offload.each_call else None
+
         def apply_motion(layer, args, output):
             if not self.switch.active:
                 return None
             if isinstance(output, tuple):
-                return (run_motion_module(module, output[0], self.switch, self.max_frames),) + output[1:]
-            return run_motion_module(module, output, self.switch, self.max_frames)
+                return (run_motion_module(module, output[0], self.switch, self.max_frames, offload_after),) + output[1:]
+            return run_motion_module(module, output, self.switch, self.max_frames, offload_after)
 
         return apply_motion
 
 
-def run_motion_module(module: nn.Module, hidden: torch.Tensor, switch: T2VSwitch, max_frames: int | None) -> torch.Tensor:
+def run_motion_module(module: nn.Module, hidden: torch.Tensor, switch: T2VSwitch, max_frames: int | None,
+                      offload_after: torch.device | None = None) -> torch.Tensor:
     """One motion module over a batch of whole ``switch.frames``-frame clips, in the module's dtype,
-    moved to the activations' device if the host offloaded it."""
+    moved to the activations' device if the host offloaded it (and to ``offload_after`` once done)."""
     frames = switch.frames
     switch.groups(hidden.shape[0])  # refuses a batch that is not whole clips
     if max_frames is not None and frames > max_frames:
@@ -208,4 +234,8 @@ def run_motion_module(module: nn.Module, hidden: torch.Tensor, switch: T2VSwitch
     weight = next(module.parameters())
     if weight.device != hidden.device:
         module.to(hidden.device)
-    return module(hidden.to(weight.dtype), num_frames=frames).to(hidden.dtype)
+    try:
+        return module(hidden.to(weight.dtype), num_frames=frames).to(hidden.dtype)
+    finally:
+        if offload_after is not None:
+            module.to(offload_after)

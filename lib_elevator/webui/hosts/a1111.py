@@ -4,8 +4,10 @@ Installed around ``p.sample`` (see ``run.ElevatorRun``) and removed in ``finally
 happens:
 
 - first-frame cross-frame attention: per-instance ``attn1`` pre-hooks (``attention.Inflation``);
-- the motion modules, hooked into the loaded UNet behind a switch (``motion.inject``);
-- the T2V-only LoRA, through hooks gated by the same switch (``lora.GatedLora``);
+- the motion modules, hooked into the loaded UNet behind a switch (``motion.inject``); under
+  ``--medvram``/``--lowvram`` they are on the GPU only for the run / each call (``low_vram_offload``);
+- the T2V-only LoRA, through hooks gated by the same switch (``lora.GatedLora``), its pairs kept on the
+  CPU under low VRAM;
 - the T2V's σ→t table, swapped into the k-diffusion denoiser only around T2V calls.
 
 The conditional branch of a CFG call is read from ``on_cfg_denoised``; single-branch passes go
@@ -18,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 
 from ...attention import Inflation
 from ...lora import GatedLora
-from ...motion.inject import MotionInjection
+from ...motion.inject import MotionInjection, Offload
 from ...params import ElevatorParams
 from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
 from .. import refusals, run
@@ -51,6 +53,17 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
 CAPTURE = run.CondCapture()
 
 
+def low_vram_offload(sd_model) -> Offload | None:
+    """How the motion modules follow A1111's ``--medvram``/``--lowvram`` (``modules/lowvram.py`` moves the
+    model's parts on and off the GPU with forward pre-hooks): on the GPU for the run (medvram) or for each
+    call (lowvram), on the CPU otherwise. None on a normal-VRAM host: they stay where the UNet is, cached."""
+    from modules import devices, lowvram, shared
+
+    if not lowvram.is_enabled(sd_model):
+        return None
+    return Offload(devices.cpu, each_call=bool(shared.cmd_opts.lowvram))
+
+
 def register_callbacks() -> None:
     """Called once by the script at load time (Forge never calls ``on_cfg_denoised``; harmless there)."""
     from modules import script_callbacks
@@ -75,11 +88,13 @@ class A1111Run(run.ElevatorRun):
 
     def _install(self, patches: ExitStack) -> None:
         unet = unet_of(self.p.sd_model)
+        offload = low_vram_offload(self.p.sd_model)
         self.inflation = patches.enter_context(Inflation(unet, self.params.frames))
         patches.enter_context(MotionInjection(unet, self.motion.adapter, self.switch,
-                                              motion_norm=self.params.motion_norm))
+                                              motion_norm=self.params.motion_norm, offload=offload))
         if self.motion.lora is not None:
-            patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale))
+            patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale,
+                                            store_on=offload.device if offload else None))
 
     def t2i_schedule(self) -> VPSchedule:
         return VPSchedule("checkpoint", self.p.sd_model.alphas_cumprod)

@@ -13,6 +13,7 @@ through Forge's own patch API, and never touch the shared torch modules:
 - the clip length: ``set_transformer_option``; the conditional x̂0 of CFG calls: a post-CFG function.
 
 Around ``p.sample`` (removed in ``finally``): the per-frame motion GroupNorm when asked for, the
+motion modules unloaded to the CPU by Forge's memory management in its low-VRAM states, the
 T2V-only LoRA as gated hooks, as on A1111
 (Forge merges its own LoRAs into the weights, so toggling one per call would re-merge), and the
 patched UNet handed back to the copy it was cloned from. The T2V σ→t table goes into the
@@ -58,6 +59,14 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
     else:
         reasons += refusals.motion_fit_reasons(motion, kmodel.diffusion_model)
     return reasons + refusals.request_refusal_reasons(p, params, motion)
+
+
+def forge_low_vram() -> bool:
+    """Forge runs with little VRAM (``--always-low-vram``/``--always-no-vram``/``--always-offload-from-vram``):
+    the motion modules then leave the GPU after each run, and the T2V LoRA's pairs wait on the CPU."""
+    from backend import memory_management as memory
+
+    return memory.ALWAYS_VRAM_OFFLOAD or memory.vram_state in (memory.VRAMState.LOW_VRAM, memory.VRAMState.NO_VRAM)
 
 
 def _require_whole_clips(transformer_options: dict, batch: int, frames: int) -> None:
@@ -134,12 +143,28 @@ class ForgeRun(run.ElevatorRun):
         return self._capture
 
     def _install(self, patches: ExitStack) -> None:
+        low_vram = forge_low_vram()
+        if low_vram:
+            patches.callback(self._release_motion_modules)
         if self.params.motion_norm == "per_frame":
             patches.enter_context(PerFrameNorm([self.motion.adapter]))
         if self.motion.lora is not None:
             unet = diffusion_model(self.p.sd_model)
-            patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale))
+            store_on = self.p.sd_model.forge_objects.unet.offload_device if low_vram else None
+            patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale,
+                                            store_on=store_on))
         patches.callback(self._hand_back_unet)
+
+    def _release_motion_modules(self) -> None:
+        """Unload the motion modules' patcher to its offload device through Forge's memory management.
+
+        Left alone, Forge drops the patcher once it is abandoned (after this run) *without moving* it, so
+        the cached motion modules would stay on the GPU, outside Forge's bookkeeping."""
+        from backend import memory_management
+
+        for loaded in [m for m in memory_management.current_loaded_models if m.model.model is self.motion.adapter]:
+            memory_management.current_loaded_models.remove(loaded)
+            loaded.model_unload()
 
     def before_sampling(self, p) -> None:
         """Clone the UnetPatcher Forge is about to sample with and add our patches to the clone."""

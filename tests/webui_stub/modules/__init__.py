@@ -12,7 +12,9 @@ Module → A1111 file it mirrors
 - ``paths``                      modules/paths.py, paths_internal.py (rooted at ``$WEBUI_STUB_DATA_DIR``)
 - ``errors``                     modules/errors.py (+ ``errors.reported``: every reported exception)
 - ``safe``                       modules/safe.py (replaces ``torch.load`` with a checking wrapper; A1111 host only)
-- ``devices``                    modules/devices.py (CPU, float32, no autocast)
+- ``devices``                    modules/devices.py (CPU, float32, no autocast; or the fake GPU of
+                                 ``tests/fake_gpu.py`` with ``$WEBUI_STUB_DEVICE=fake_gpu``)
+- ``lowvram``                    modules/lowvram.py (``--medvram``/``--lowvram`` forward pre-hooks)
 - ``options``, ``shared_options`` modules/options.py, shared_options.py (subset of settings, 1.10.1 defaults)
 - ``shared_cmd_options``,
   ``script_loading``             modules/shared_cmd_options.py, cmd_args.py (few flags; preload.py runs),

@@ -1,10 +1,17 @@
-"""Mirrors A1111 ``modules/devices.py`` for a CPU float32 run (no autocast, no half precision)."""
+"""Mirrors A1111 ``modules/devices.py`` for a CPU float32 run (no autocast, no half precision).
+
+``device`` is the CPU, or with ``$WEBUI_STUB_DEVICE=fake_gpu`` the ``lazy`` device that
+``tests/fake_gpu.py`` turns into a second, real device (the session then runs inside ``fake_gpu()``),
+so low-VRAM moves between "GPU" and CPU can be observed.
+"""
 import contextlib
+import os
 
 import torch
 
 cpu = torch.device("cpu")
-device = device_interrogate = device_gfpgan = device_esrgan = device_codeformer = cpu
+device = torch.device("lazy") if os.environ.get("WEBUI_STUB_DEVICE") == "fake_gpu" else cpu
+device_interrogate = device_gfpgan = device_esrgan = device_codeformer = device
 dtype = dtype_vae = dtype_unet = dtype_inference = torch.float32
 unet_needs_upcast = False
 fp8 = False

@@ -3,13 +3,15 @@
 ``apply_token_merging(sd_model, ratio)`` records the ratio (``sd_model.applied_token_merged_ratio``
 and the ``token_merging_calls`` log) instead of patching with tomesd; ``apply_alpha_schedule_override``
 resets ``alphas_cumprod`` from ``alphas_cumprod_original`` before every batch, exactly as A1111 does;
-``reload_model_weights`` does nothing (one model); ``model_data`` holds the loaded model.
+``reload_model_weights`` does nothing (one model); ``model_data`` holds the loaded model;
+``send_model_to_device`` / ``send_model_to_cpu`` go through ``lowvram`` as A1111's do (the fixture
+calls the first when it "loads" the model).
 Forge 2's ``forge_model_reload()`` returns ``(shared.sd_model, False)`` (nothing to reload); on Forge the
 engine has no ``alphas_cumprod``, so ``apply_alpha_schedule_override`` does nothing there, as in Forge.
 """
 import contextlib
 
-from modules import shared
+from modules import devices, lowvram, shared
 
 checkpoint_aliases = {}
 token_merging_calls: list = []
@@ -32,6 +34,19 @@ class SdModelData:
 
 
 model_data = SdModelData()
+
+
+def send_model_to_device(m):
+    lowvram.apply(m)
+    if not m.lowvram:
+        m.to(shared.device)
+
+
+def send_model_to_cpu(m):
+    if m.lowvram:
+        lowvram.send_everything_to_cpu()
+    else:
+        m.to(devices.cpu)
 
 
 def reload_model_weights(sd_model=None, info=None, forced_reload=False):

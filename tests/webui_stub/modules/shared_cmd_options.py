@@ -18,7 +18,7 @@ parser.add_argument("--models-dir", type=str, default=None)
 parser.add_argument("--ckpt-dir", type=str, default=None)
 parser.add_argument("--embeddings-dir", type=str, default=os.path.join(paths.data_path, "embeddings"))
 parser.add_argument("--lora-dir", type=str, default=os.path.join(paths.models_path, "Lora"))  # Lora's preload.py
-for switch in ("--no-half", "--no-half-vae", "--medvram", "--lowvram", "--api", "--nowebui", "--freeze-settings",
+for switch in ("--no-half", "--no-half-vae", "--medvram", "--medvram-sdxl", "--lowvram", "--api", "--nowebui", "--freeze-settings",
                "--disable-console-progressbars", "--no-prompt-history", "--disable-safe-unpickle"):
     parser.add_argument(switch, action="store_true", default=False)
 

@@ -31,7 +31,7 @@ import os
 import torch
 from torch import nn
 
-from modules import paths
+from modules import devices, paths
 
 
 class CheckpointInfo:
@@ -104,7 +104,7 @@ class FrozenCLIPEmbedderWithCustomWords(nn.Module):
             for chunks in batch_chunks:
                 chunk = chunks[i] if i < len(chunks) else []
                 rows.append([self.id_start] + chunk + [self.id_end] * (self.chunk_length - len(chunk)) + [self.id_end])
-            zs.append(self.encode_with_transformers(torch.tensor(rows, device=self.wrapped.transformer.device)))
+            zs.append(self.encode_with_transformers(torch.tensor(rows).to(devices.device)))  # as A1111: to devices.device
         return torch.hstack(zs)
 
 
@@ -192,9 +192,14 @@ def _tiny_parts(unet_config, seed):
 
 
 def build_tiny_sd_model(unet_config: str = "tiny", seed: int = 1) -> StubLatentDiffusion:
-    """Build the tiny checkpoint from the repo's seeded configs (nothing downloaded, ~0.3 s)."""
+    """Build the tiny checkpoint from the repo's seeded configs (nothing downloaded, ~0.3 s) and load it the
+    way A1111's ``load_model`` does: to the device (``sd_models.send_model_to_device``, through ``lowvram``),
+    then the empty prompt's conditioning."""
+    from modules import sd_models
+
     unet, vae, clip, filename = _tiny_parts(unet_config, seed)
     model = StubLatentDiffusion(unet, vae, clip, filename).eval()
+    sd_models.send_model_to_device(model)
     with torch.no_grad():
         model.cond_stage_model_empty_prompt = model.get_learned_conditioning([""])
     return model
