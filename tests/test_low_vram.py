@@ -4,6 +4,7 @@ real and refuse to mix with CPU tensors, as CUDA's do) under A1111's ``--lowvram
 (the stand-in's ``modules/lowvram.py``) and on a normal-VRAM session."""
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch.nn.modules.module import register_module_forward_hook
 from fake_gpu import FAKE_GPU
 from lib_elevator import lora as lora_module
 from lib_elevator.webui.hosts import a1111
-from test_a1111 import T2V_LORA, elevator_p, extension_session, motion_file  # noqa: F401
+from test_a1111 import MOTION, T2V_LORA, elevator_p, extension_session, motion_file  # noqa: F401
 
 GPU, CPU = str(FAKE_GPU), "cpu"
 
@@ -74,12 +75,18 @@ def session(request, tmp_path, motion_file):
         yield webui
 
 
+def cached_adapter(webui):
+    """The motion adapter the extension's cache holds (what every run of this motion file uses)."""
+    script_globals = type(webui.script).before_process.__globals__
+    return script_globals["MOTION_CACHE"].get(Path(webui.paths.models_path) / "VideoElevator" / MOTION)[0]
+
+
 def first_run(webui):
     """The first run loads the motion model into the extension's cache; returns the cached adapter."""
     p = elevator_p(webui, t2v_lora=T2V_LORA)
     webui.run(p)
     assert webui.errors == []
-    return p.videoelevator["runs"][0].motion.adapter
+    return cached_adapter(webui)
 
 
 def test_motion_modules_and_t2v_lora_live_on_the_gpu_only_while_a_low_vram_run_needs_them(session, recorded_loras):
@@ -91,7 +98,7 @@ def test_motion_modules_and_t2v_lora_live_on_the_gpu_only_while_a_low_vram_run_n
         session.run(p)
     assert session.errors == []
     after = where(tensors_of(adapter))
-    assert calls and p.videoelevator["runs"][0].motion.adapter is adapter
+    assert calls and cached_adapter(session) is adapter
     called = [call[0] for call in calls]
     assert all(c == Counter({GPU: c.total()}) for c in called)  # a module runs where the activations are
     if session.vram_flag:  # low VRAM: nothing on the GPU before or after the run, the LoRA pairs never
@@ -161,7 +168,7 @@ def test_forge_hands_the_motion_modules_back_to_its_memory_management_in_low_vra
         p = elevator_p(forge, t2v_lora=T2V_LORA)
         forge.run(p)
         assert forge.errors == []
-        adapter = p.videoelevator["runs"][0].motion.adapter
+        adapter = cached_adapter(forge)
         still_loaded = [m for m in memory.current_loaded_models if m.model.model is adapter]
         if vram == "NORMAL_VRAM":  # cached: Forge keeps it loaded (and frees it under memory pressure)
             assert still_loaded and (adapter, False) not in unloads
