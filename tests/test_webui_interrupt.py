@@ -46,12 +46,14 @@ def test_a_stop_ends_the_run_within_one_unet_call_in_every_stage(tmp_path, motio
         webui.run(elevator_p(webui, **WITH_CORRECTIONS))
         sequence = list(calls.stages)
         assert set(sequence) == set(STAGE_OF.values())
+        latency = {}
         for action in ("interrupt", "skip"):
             for stage in STAGE_OF.values():
                 stop_at = sequence.index(stage, len(sequence) // 3)  # a call of that stage well inside the run
                 calls.stages, calls.stop_at, calls.action = [], stop_at, action
                 webui.run(elevator_p(webui, **WITH_CORRECTIONS))
                 webui.shared.state.interrupted = webui.shared.state.skipped = False  # the UI resets them
-                after = len(calls.stages) - 1 - stop_at
-                assert after <= 1, f"{action} in a {stage} call: {after} more UNet calls"
+                latency[action, stage] = len(calls.stages) - 1 - stop_at
         calls.handle.remove()
+        print(f"\nUNet calls after a stop ({host}, cond/uncond {'batched' if together else 'apart'}): {latency}")
+        assert max(latency.values()) <= 1, latency

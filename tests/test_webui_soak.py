@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import torch
 
 from test_a1111 import T2V_LORA, elevator_p, extension_session, motion_file  # noqa: F401
@@ -41,10 +42,11 @@ def reachable_tensors() -> int:
         gc.garbage.clear()
 
 
-def test_fifty_videos_with_a_t2v_lora_leave_nothing_behind(tmp_path, motion_file, monkeypatch):
+@pytest.mark.parametrize("host", ["a1111", "forge"])
+def test_fifty_videos_with_a_t2v_lora_leave_nothing_behind(tmp_path, motion_file, monkeypatch, host):
     from lib_elevator.motion import safe_load
 
-    with extension_session(tmp_path, motion_file) as webui:
+    with extension_session(tmp_path, motion_file, host) as webui:
         webui.run(elevator_p(webui, steps=4, **QUICK))  # fills the caches: motion model, T2V LoRA, conditioning
         reads = []
         read_file = safe_load.load_file
@@ -59,7 +61,7 @@ def test_fifty_videos_with_a_t2v_lora_leave_nothing_behind(tmp_path, motion_file
         finally:
             gc.enable()
         assert webui.errors == []
-        print(f"\nextension objects {sum(objects_before.values())} -> {sum(objects_after.values())}, "
+        print(f"\n{host}: extension objects {sum(objects_before.values())} -> {sum(objects_after.values())}, "
               f"reachable tensors {tensors_before} -> {tensors_after} over {RUNS} runs")
         assert reads == []  # the LoRA and the motion model came from their caches
         assert objects_after == objects_before  # none kept by the WebUI's uncollected cycles either
@@ -77,3 +79,29 @@ def test_choosing_another_t2v_lora_releases_the_first(tmp_path, motion_file):
         first = weakref.ref(next(iter(cache.get(folder / T2V_LORA).values())))
         webui.run(elevator_p(webui, steps=4, **{**QUICK, "t2v_lora": "another_t2v_lora.safetensors"}))
         assert first() is None  # freed without a garbage collection
+
+
+def test_a_failed_request_leaves_nothing_behind(tmp_path, motion_file):
+    with extension_session(tmp_path, motion_file) as webui:
+        webui.run(elevator_p(webui, steps=4, **QUICK))
+        calls = []
+
+        def fail_on_fifth_call(module, args):
+            calls.append(1)
+            if len(calls) == 5:  # inside a T2V call: every patch and the T2V LoRA are installed
+                raise RuntimeError("GPU fell over")
+
+        gc.collect()
+        before = extension_objects()
+        gc.disable()
+        try:
+            handle = webui.unet.register_forward_pre_hook(fail_on_fifth_call)
+            try:
+                webui.run(elevator_p(webui, steps=4, **QUICK))
+            except RuntimeError:
+                pass
+            handle.remove()
+            after = extension_objects()
+        finally:
+            gc.enable()
+        assert len(calls) == 5 and after == before

@@ -70,24 +70,33 @@ def wrap_sample(p, job: ElevatorJob) -> None:
     """Shadow ``p.sample`` with a wrapper that runs the original inside the host's ``ElevatorRun``.
 
     The wrapper holds ``p`` and the job weakly and the class's ``sample`` unbound, so ``p`` and its
-    own attribute form no reference cycle.
+    own attribute form no reference cycle. A failure ends the job at once (``postprocess`` will not
+    run): ``p.videoelevator`` then keeps only its summary.
     """
     p_ref, job_ref = weakref.ref(p), weakref.ref(job)
     earlier = vars(p).get("sample")  # another extension's wrapper, if it came first
 
     def sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         current, job = p_ref(), job_ref()
-        reasons = refusal_reasons(current, job.request.params, job.motion)  # the checkpoint may have changed
-        if reasons:
-            raise VideoElevator("VideoElevator: " + "; ".join(reasons))
-        run = host_for(current.sd_model).Run(current, job.request.params, job.motion, list(seeds))
-        job.active = run
         arguments = (conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
         try:
-            with run.installed():
-                return earlier(*arguments) if earlier is not None else type(current).sample(current, *arguments)
-        finally:
-            job.active = None
-            job.counters.append(run.counter)
+            return _sample_in_run(current, job, earlier, arguments)
+        except BaseException:
+            current.videoelevator = job.summary()
+            raise
 
     p.sample = sample
+
+
+def _sample_in_run(p, job: ElevatorJob, earlier, arguments):
+    reasons = refusal_reasons(p, job.request.params, job.motion)  # the checkpoint may have changed
+    if reasons:
+        raise VideoElevator("VideoElevator: " + "; ".join(reasons))
+    run = host_for(p.sd_model).Run(p, job.request.params, job.motion, list(arguments[2]))
+    job.active = run
+    try:
+        with run.installed():
+            return earlier(*arguments) if earlier is not None else type(p).sample(p, *arguments)
+    finally:
+        job.active = None
+        job.counters.append(run.counter)
