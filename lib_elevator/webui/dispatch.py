@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..params import ElevatorParams
 from ..sampler import STAGES, PassCounter
-from .request import ElevatorRequest, MotionModel, VideoElevator
+from .request import ElevatorRequest, MotionModel, refusal_error
+from .run import elevator_sampler_and_schedule
 
 
 def host_for(sd_model):
@@ -39,7 +40,7 @@ def refuse(p, error: Exception) -> None:
     message = str(error) if str(error).startswith("VideoElevator") else f"VideoElevator: {error}"
 
     def sample(*args, **kwargs):
-        raise VideoElevator(message)
+        raise refusal_error(message)
 
     p.sample = sample
 
@@ -70,8 +71,10 @@ def wrap_sample(p, job: ElevatorJob) -> None:
     """Shadow ``p.sample`` with a wrapper that runs the original inside the host's ``ElevatorRun``.
 
     The wrapper holds ``p`` and the job weakly and the class's ``sample`` unbound, so ``p`` and its
-    own attribute form no reference cycle.
+    own attribute form no reference cycle. The sampler that will run goes into ``p`` now, before its
+    prompt schedules are built (``run.elevator_sampler_and_schedule``).
     """
+    p.sampler_name, p.scheduler = elevator_sampler_and_schedule(p.sampler_name, p.scheduler)
     p_ref, job_ref = weakref.ref(p), weakref.ref(job)
     earlier = vars(p).get("sample")  # another extension's wrapper, if it came first
 
@@ -79,7 +82,7 @@ def wrap_sample(p, job: ElevatorJob) -> None:
         current, job = p_ref(), job_ref()
         reasons = refusal_reasons(current, job.request.params, job.motion)  # the checkpoint may have changed
         if reasons:
-            raise VideoElevator("VideoElevator: " + "; ".join(reasons))
+            raise refusal_error("VideoElevator: " + "; ".join(reasons))
         run = host_for(current.sd_model).Run(current, job.request.params, job.motion, list(seeds))
         job.active = run
         arguments = (conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
