@@ -55,18 +55,37 @@ class ElevatorPlan:
     refine_steps: tuple  # indices k at which motion is refined
     filtered_steps: tuple  # the subset of refine_steps that low-pass filter first
     t2v_steps: int
+    correction: bool = True
 
     @classmethod
     def build(cls, steps: int, params: ElevatorParams) -> "ElevatorPlan":
         remaining = params.refine_steps_remaining(steps)
         refine = tuple(steps - r for r in remaining)
         filtered = tuple(steps - r for r in remaining if r > remaining[-1])
-        return cls(steps, refine, filtered, params.t2v_steps)
+        return cls(steps, refine, filtered, params.t2v_steps, params.correction)
 
     @property
     def calls(self) -> int:
         """Denoiser calls of the main loop, T2V and inversion (for the progress bar)."""
         return self.steps + sum(self.t2v_steps + self.steps - k - 1 for k in self.refine_steps)
+
+    @property
+    def passes(self) -> int:
+        """F-frame UNet passes the loop will make when each correction right after an inversion reuses
+        the main call (as ``ElevatorLoop.correct`` does when the conditional half is available)."""
+        total, path, just_inverted = 0, 0, False
+        for k in range(self.steps):
+            total += 2
+            refining = k in self.refine_steps
+            if self.correction and path > 1 and not refining:
+                total += 0 if just_inverted else 1
+                path -= 1
+            just_inverted = refining
+            if refining:
+                inverted = self.steps - k - 1
+                total += 2 * self.t2v_steps + inverted
+                path = inverted if self.correction else 0
+        return total
 
 
 def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:

@@ -234,6 +234,36 @@ def test_refusals_leave_everything_untouched(webui, setup, prompt, fields, reaso
     assert_untouched(before, fingerprint(webui.unet))
 
 
+def use_refiner(webui, p):
+    p.refiner_checkpoint, p.refiner_switch_at = webui.sd_model.sd_checkpoint_info.title, 0.5
+
+
+def restore_faces_setting(webui, p):
+    from modules import shared
+
+    shared.opts.face_restoration = True  # the setting; p.restore_faces stays None
+
+
+@pytest.mark.parametrize("setup,reason", [
+    (use_refiner, "the refiner is not supported"),
+    (lambda webui, p: setattr(p, "restore_faces", True), "'Restore faces' is not supported"),
+    (restore_faces_setting, "'Restore faces' is not supported"),
+])
+@pytest.mark.parametrize("host", ["a1111", "forge"])
+def test_refiner_and_restore_faces_are_refused_in_one_sentence_and_change_nothing(tmp_path, motion_file, host,
+                                                                                  setup, reason):
+    with extension_session(tmp_path, motion_file, host=host) as webui:
+        before = fingerprint(webui.unet)
+        p = elevator_p(webui)
+        setup(webui, p)
+        with pytest.raises(ValueError) as error:
+            webui.run(p)
+        message = str(error.value)
+        assert reason in message and message.count(". ") == 0 and message.count(";") == 1, message
+        assert p.batch_size == 1 and videos_in(webui) == []
+        assert_untouched(before, fingerprint(webui.unet))
+
+
 def test_hires_fix_is_refused_before_sampling(webui):
     """The stand-in has no hires pass, so this drives the script hooks and ``p.sample`` as A1111 does."""
     p = elevator_p(webui)
@@ -362,5 +392,72 @@ def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, m
                           solver="lcm")
         expected = sampler.sample_elevator(t2i, t2v, recorded["x"], recorded["sigmas"], recorded["params"],
                                            disable=True, noise_sampler=lambda s, sn: next(draws))
-    assert recorded["sigmas"][-1] == 0  # a WebUI ladder, not the DDIM one
+    from lib_elevator.schedules import ddim_sigmas
+
+    # Schedule type "Automatic" is the paper's DDIM-leading ladder, ending at σ(0)
+    assert torch.equal(recorded["sigmas"], ddim_sigmas(VPSchedule("sd", webui.sd_model.alphas_cumprod), 8).float())
     assert (recorded["out"] - expected).abs().max() <= 1e-4 * expected.std()
+
+
+@pytest.mark.parametrize("host", ["a1111", "forge"])
+def test_progress_eta_and_live_preview_move_through_every_unet_call(tmp_path, motion_file, host):
+    """The UI's progress poll at every UNet call (T2I, correction, T2V, inversion) sees the bar advance, and
+    the live preview is refreshed during the T2V passes of a refinement, not only once per T2I step."""
+    with extension_session(tmp_path, motion_file, host=host) as webui:
+        from modules import progress, shared
+
+        shared.opts.show_progress_every_n_steps = 1
+        p = elevator_p(webui, steps=6, refine_at="4,2", t2v_steps=2)
+        polls = []
+
+        def poll(module, args):
+            answer = progress.progressapi(progress.ProgressRequest("task", live_preview=True))
+            t2v = p.videoelevator.active.switch.active
+            polls.append((answer.progress, answer.eta, shared.state.id_live_preview, t2v))
+
+        handle = webui.unet.register_forward_pre_hook(poll)
+        try:
+            webui.run(p)
+        finally:
+            handle.remove()
+        passes = sum(p.videoelevator["passes"].values())
+        assert shared.state.sampling_steps == passes  # the bar's total is every pass the run made
+        fractions = [fraction for fraction, *_ in polls]
+        assert all(a < b for a, b in zip(fractions, fractions[1:])), fractions  # every call moves the bar
+        assert all(eta is not None for _, eta, _, _ in polls[1:])
+        t2v_previews = [preview for _, _, preview, t2v in polls if t2v]
+        assert len(t2v_previews) == 4 and t2v_previews == sorted(set(t2v_previews)), t2v_previews
+
+
+def test_a_refused_api_request_is_a_422_with_the_message_and_no_traceback(webui, capsys):
+    """What the WebUI API answers and prints when VideoElevator refuses a request (A1111's handler prints the
+    traceback of every exception that is not an ``HTTPException``)."""
+    before = fingerprint(webui.unet)
+    status, body = webui.post_txt2img({"prompt": "a boat", "steps": 6, "width": 64, "height": 64, "alwayson_scripts": {
+        "VideoElevator": {"args": [{"motion_model": MOTION, "frames": 1}]}}})
+    assert status == 422 and body["detail"].startswith("VideoElevator: frames=1 is not allowed"), body
+    assert body["error"] == "VideoElevator" and body["errors"] == body["detail"].removeprefix("VideoElevator: ")
+    assert webui.errors == [] and "Traceback" not in capsys.readouterr().err
+    assert_untouched(before, fingerprint(webui.unet))
+
+
+@pytest.mark.parametrize("refine_at,t2v_steps", [("1", 1), ("3,1", 1), ("0.97", 1)])
+def test_refining_at_the_last_step_makes_the_video_from_the_t2v_prediction(webui, refine_at, t2v_steps):
+    """refine_at with one step left (also 0.97 of 30 steps) is valid: the video is the T2V's x̂0, as in the paper."""
+    from lib_elevator.webui import run as webui_glue
+
+    outputs = []
+    real = webui_glue.sample_elevator
+
+    def recording(*args, **kwargs):
+        outputs.append(real(*args, **kwargs))
+        return outputs[-1]
+
+    webui_glue.sample_elevator = recording
+    try:
+        steps = 30 if refine_at == "0.97" else 6
+        processed = webui.run(elevator_p(webui, steps=steps, refine_at=refine_at, t2v_steps=t2v_steps))
+    finally:
+        webui_glue.sample_elevator = real
+    assert webui.errors == [] and len(outputs) == 1 and torch.isfinite(outputs[0]).all()
+    assert [path.suffix for path in videos_in(webui)] == [".gif", ".mp4"] and processed.images

@@ -130,3 +130,23 @@ def test_memory_stays_flat_over_thirty_videos_with_a_t2v_lora(webui):
     print(f"\nRSS after {SOAK_WARM_UP} videos {rss[SOAK_WARM_UP - 1] / 2**20:.0f} MB, "
           f"after {SOAK_RUNS} {rss[-1] / 2**20:.0f} MB")
     assert rss[-1] - rss[SOAK_WARM_UP - 1] < SOAK_ALLOWED_GROWTH
+
+
+def test_every_sampler_gives_euler_s_video_and_every_schedule_type_runs(webui):
+    """Whatever the sampler dropdown says the elevator runs on Euler's sampler object (same video), and
+    every Schedule type the host lists makes a video."""
+    host, base = webui
+
+    def video(sampler_name, scheduler="Automatic"):
+        payload = {**elevator_payload(host, formats=["gif"], refine_at=[3, 1], t2v_steps=1),
+                   "sampler_name": sampler_name, "scheduler": scheduler}
+        status, body = call(base, "/sdapi/v1/txt2img", payload)
+        assert status == 200, (sampler_name, scheduler, body)
+        assert "Sampler: Euler, Schedule type: " + scheduler in json.loads(body["info"])["infotexts"][0]
+        return body["images"][0]
+
+    euler = video("Euler")
+    samplers = [sampler["name"] for sampler in call(base, "/sdapi/v1/samplers")[1]]
+    assert [name for name in samplers if video(name) != euler] == []
+    for scheduler in call(base, "/sdapi/v1/schedulers")[1]:
+        video("DPM++ 2M SDE", scheduler["label"])

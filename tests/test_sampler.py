@@ -61,11 +61,13 @@ def test_pass_counts_match_real_unet_calls_and_beat_the_paper_pipeline(tiny, pip
     assert sum(shape[0] * shape[2] for shape in t2v_calls) == 48 * FRAMES  # [G, C, F, h, w]
     paper = 30 * 2 + 24 * 2 + 24 * 2 + 67  # DESIGN §3.4: the released pipeline's structure
     assert paper == 223 and result.counter.total == 192
+    assert ElevatorPlan.build(30, result.params).passes == 192  # what the WebUI's progress bar expects
 
 
 def test_correction_off_drops_only_correction_passes(pipe):
     off = run(pipe, correction=False)
     assert off.counter.passes == {"t2i": 60, "correction": 0, "t2v": 48, "inversion": 67}
+    assert ElevatorPlan.build(30, off.params).passes == off.counter.total
     assert off.counter.reused == 0
     assert not torch.equal(off.latents, run(pipe).latents)
 

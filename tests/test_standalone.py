@@ -234,3 +234,15 @@ def test_demo_command_writes_a_playable_mp4_at_a_low_step_count(tmp_path):
         assert "refine_at=0.13/0.5 t2v_steps=2" in container.metadata["comment"]
     assert len(frames) == 4 and (frames[0].width, frames[0].height) == (64, 64)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["D.mp4"]
+
+
+def test_demo_refining_at_the_last_step_writes_the_t2v_prediction(tmp_path):
+    """The issue's acceptance command: refine_at=1 with one T2V step is valid (the video is the T2V's x̂0)."""
+    out = tmp_path / "D"
+    result = subprocess.run([sys.executable, "-m", "lib_elevator", "demo", "--refine-at", "1", "--t2v-steps", "1",
+                             "--frames", "4", "--steps", "6", "--out", str(out), "--format", "mp4", "--quiet"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with av.open(str(tmp_path / "D.mp4")) as container:
+        assert len(list(container.decode(video=0))) == 4
+

@@ -441,12 +441,22 @@ def test_compvis_denoiser_and_schedules(webui):
 
 def test_sampler_names_and_default_schedulers(webui):
     sd_samplers = webui.sd_samplers
-    assert set(sd_samplers.all_samplers_map) == {"Euler", "Euler a", "DPM++ 2M"}
+    assert len(sd_samplers.all_samplers) == 20 and {"Euler", "Euler a", "DPM++ 2M"} <= set(sd_samplers.all_samplers_map)
+    assert sd_samplers.find_sampler_config("Heun").total_steps(4) == 8  # prompt schedules over 2N steps
     assert sd_samplers.get_sampler_and_scheduler("DPM++ 2M Karras", None, convert_automatic=False) == ("DPM++ 2M", "Karras")
     processed = webui.run(webui.txt2img(sampler_name="DPM++ 2M", steps=3))
     assert "Sampler: DPM++ 2M, Schedule type: Karras" in processed.infotexts[0]
     ancestral = webui.run(webui.txt2img(sampler_name="Euler a", steps=3))
     assert ancestral.images[0].tobytes() == webui.run(webui.txt2img(sampler_name="Euler a", steps=3)).images[0].tobytes()
+
+
+def test_ddim_schedule_type_takes_every_nth_table_entry_from_index_1(webui):
+    """1.10.1's "DDIM" schedule: table entries 1, 1+s, … (s = ⌊1000/n⌋), so 30 steps give 31."""
+    sampler = webui.sd_samplers.create_sampler("Euler", webui.sd_model)
+    p = webui.txt2img(steps=20, scheduler="DDIM")
+    table = sampler.model_wrap.sigmas
+    torch.testing.assert_close(sampler.get_sigmas(p, 20)[:-1], table[list(range(951, 0, -50))])
+    assert len(sampler.get_sigmas(p, 30)) == 32
 
 
 # --- infotext, settings, command line, attention, clean-up --------------------------------------

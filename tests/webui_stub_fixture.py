@@ -45,9 +45,10 @@ STUB_DIR = str(Path(__file__).resolve().parent / "webui_stub")
 def _is_stub_module(name, module):
     """Every ``modules*`` entry (the session refuses to start when one exists), and ``k_diffusion*``,
     ``gradio*`` and ``backend*`` from here."""
-    if name == "modules" or name.startswith("modules."):
+    if name in ("modules", "modules_forge") or name.startswith(("modules.", "modules_forge.")):
         return True
-    in_package = name in ("k_diffusion", "gradio", "backend") or name.startswith(("k_diffusion.", "gradio.", "backend."))
+    packages = ("k_diffusion", "gradio", "backend", "fastapi")
+    in_package = name in packages or name.startswith(tuple(f"{package}." for package in packages))
     return in_package and (getattr(module, "__file__", None) or "").startswith(STUB_DIR + os.sep)
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..params import ElevatorParams
 from ..sampler import STAGES, PassCounter
-from .request import ElevatorRequest, MotionModel, VideoElevator
+from .request import ElevatorRequest, MotionModel, refusal_error
+from .run import elevator_sampler_and_schedule
 
 
 def host_for(sd_model):
@@ -39,7 +40,7 @@ def refuse(p, error: Exception) -> None:
     message = str(error) if str(error).startswith("VideoElevator") else f"VideoElevator: {error}"
 
     def sample(*args, **kwargs):
-        raise VideoElevator(message)
+        raise refusal_error(message)
 
     p.sample = sample
 
@@ -71,8 +72,10 @@ def wrap_sample(p, job: ElevatorJob) -> None:
 
     The wrapper holds ``p`` and the job weakly and the class's ``sample`` unbound, so ``p`` and its
     own attribute form no reference cycle. A failure ends the job at once (``postprocess`` will not
-    run): ``p.videoelevator`` then keeps only its summary.
+    run): ``p.videoelevator`` then keeps only its summary. The sampler that will run goes into ``p``
+    now, before its prompt schedules are built (``run.elevator_sampler_and_schedule``).
     """
+    p.sampler_name, p.scheduler = elevator_sampler_and_schedule(p.sampler_name, p.scheduler)
     p_ref, job_ref = weakref.ref(p), weakref.ref(job)
     earlier = vars(p).get("sample")  # another extension's wrapper, if it came first
 
@@ -91,7 +94,7 @@ def wrap_sample(p, job: ElevatorJob) -> None:
 def _sample_in_run(p, job: ElevatorJob, earlier, arguments):
     reasons = refusal_reasons(p, job.request.params, job.motion)  # the checkpoint may have changed
     if reasons:
-        raise VideoElevator("VideoElevator: " + "; ".join(reasons))
+        raise refusal_error("VideoElevator: " + "; ".join(reasons))
     run = host_for(p.sd_model).Run(p, job.request.params, job.motion, list(arguments[2]))
     job.active = run
     try:

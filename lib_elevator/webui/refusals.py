@@ -59,6 +59,12 @@ def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | Non
         reasons.append("composable 'AND' prompts are not supported (the frames must stay whole groups)")
     if getattr(p, "enable_hr", False):
         reasons.append("hires fix is not supported with VideoElevator; upscale the video afterwards")
+    if getattr(p, "refiner_checkpoint", None) not in (None, "", "None", "none"):
+        reasons.append("the refiner is not supported with VideoElevator (it swaps the checkpoint part-way through "
+                       "the frames' sampling); switch the refiner off")
+    if _restores_faces(p):
+        reasons.append("'Restore faces' is not supported with VideoElevator (it repairs every frame on its own, so "
+                       "faces flicker); switch it off")
     if _animatediff_enabled(p):
         reasons.append("AnimateDiff is enabled in the same request; both change the UNet and its schedule, "
                        "so switch one of them off")
@@ -75,6 +81,15 @@ def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | Non
         reasons.append("frames per batch is not available in the WebUI yet (the WebUI batches the frames itself); "
                        "set it to 0")
     return reasons
+
+
+def _restores_faces(p) -> bool:
+    """``p.restore_faces``, where ``None`` means the "Restore faces" setting (the WebUI resolves it later)."""
+    if p.restore_faces is not None:
+        return bool(p.restore_faces)
+    from modules import shared
+
+    return bool(getattr(shared.opts, "face_restoration", False))
 
 
 def _animatediff_enabled(p) -> bool:

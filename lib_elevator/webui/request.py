@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,22 @@ class VideoElevator(RequestError):
     def __init__(self, message: str):
         super().__init__(message)
         self.args = (message.removeprefix("VideoElevator: "),)
+
+
+def refusal_error(message: str) -> VideoElevator:
+    """``VideoElevator(message)``, and also the WebUI API's FastAPI ``HTTPException`` when FastAPI is there:
+    the API's exception handler then answers HTTP 422 with the message and, as for any ``HTTPException``,
+    prints no traceback (it prints one for every other exception). Name and text stay ``VideoElevator``'s."""
+    try:
+        from fastapi.exceptions import HTTPException
+    except ImportError:
+        return VideoElevator(message)
+    return _as_http_exception(HTTPException)(message)
+
+
+@functools.cache
+def _as_http_exception(http_exception: type) -> type:
+    return type(VideoElevator.__name__, (VideoElevator, http_exception), {"__str__": ValueError.__str__, "headers": None})
 
 
 @dataclass

@@ -19,11 +19,30 @@ import torch
 from ..context import resolve_context, windowed
 from ..motion.inject import T2VSwitch
 from ..params import ElevatorParams
-from ..sampler import PassCounter, sample_elevator
-from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
+from ..sampler import ElevatorPlan, PassCounter, sample_elevator
+from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule, c_in, ddim_sigmas
 from .request import MotionModel
 
 NOISE_SEED_SALT = 0x5EED_E1E7
+ELEVATOR_SAMPLER = "Euler"
+AUTOMATIC = "Automatic"
+
+
+def elevator_sampler_and_schedule(sampler_name, scheduler) -> tuple[str, str]:
+    """The (sampler, Schedule type) a VideoElevator request runs with, for ``p`` before its prompt
+    schedules are built.
+
+    The elevator makes its own first-order steps, so whatever the dropdown says it runs on Euler's
+    k-diffusion sampler object: prompt editing is then scheduled over exactly N steps (second-order
+    samplers would schedule 2N) and no sampler-specific arguments (``noise_sampler``, ``n``…) are
+    passed. The Schedule type stays the user's, including one named in an old-style sampler name
+    ("DPM++ 2M Karras"); "Automatic" stays "Automatic" and means the paper's ladder (``paper_ladder``).
+    The infotext then says what ran, and pasting it back reproduces the video.
+    """
+    from modules import sd_samplers
+
+    _, schedule = sd_samplers.get_sampler_and_scheduler(sampler_name, scheduler, convert_automatic=False)
+    return ELEVATOR_SAMPLER, schedule
 
 
 class CondCapture:
@@ -56,6 +75,36 @@ def raise_if_interrupted() -> None:
 
 
 @dataclass
+class PassProgress:
+    """The WebUI's progress counted in UNet passes, so the bar, the ETA and the live preview move
+    through the T2V and inversion passes too (they happen inside one T2I step).
+
+    ``state.sampling_steps`` is the run's pass total (``ElevatorPlan.passes``) and the sampler's own
+    ``callback`` is called once per pass with ``i`` = the pass just done, as k-diffusion calls it once
+    per step: that sets ``state.sampling_step`` and ticks the console's total bar.
+    """
+
+    callback: object
+    total: int
+    done: float = 0.0
+
+    def start(self) -> None:
+        from modules import shared
+
+        shared.state.sampling_steps, shared.state.sampling_step = self.total, 0
+        shared.total_tqdm.updateTotal(max(shared.state.job_count, 1) * self.total)
+
+    def __call__(self, x, denoised, sigma, passes: float) -> None:
+        """``passes`` F-frame passes done (a context window's call is a fraction of one)."""
+        before = int(self.done)
+        self.done += passes
+        for done in range(before + 1, int(self.done) + 1):
+            if self.callback is not None:
+                self.callback({"x": x, "i": min(done, self.total) - 1, "sigma": sigma, "sigma_hat": sigma,
+                               "denoised": denoised})
+
+
+@dataclass
 class WebUIDenoiser:
     """The WebUI's ``CFGDenoiser`` as a ``sample_elevator`` denoiser.
 
@@ -71,6 +120,7 @@ class WebUIDenoiser:
     frames: int
     single_branch: object
     capture: CondCapture
+    progress: object  # ``progress(x, denoised, sigma, passes)`` after every call
     solver: str = "ddim"
     cond_scale: float | None = None
     around_call: object = nullcontext  # a context for every model call, given its clip length (the T2V's switches)
@@ -91,12 +141,15 @@ class WebUIDenoiser:
         with self.around_call(self.frames), self.capture.recording() as capture:
             denoised = self.model(x, self._sigma_in(x, sigma), **args)
             cond_rows = capture.rows[: self.frames] if capture.rows is not None else None
+        self.progress(x, denoised, sigma, 2 * x.shape[0] / self.frames)
         return denoised, cond_rows
 
     def _branch(self, x, sigma, conditioning):
         raise_if_interrupted()
         with self.around_call(self.frames):
-            return self.single_branch(x, self._sigma_in(x, sigma), conditioning, self.step)
+            denoised = self.single_branch(x, self._sigma_in(x, sigma), conditioning, self.step)
+        self.progress(x, denoised, sigma, x.shape[0] / self.frames)
+        return denoised
 
     def window(self, indices: list[int]) -> "WebUIDenoiser":
         """This denoiser over the frames ``indices`` only (a T2V context window): the CFGDenoiser
@@ -171,6 +224,7 @@ class ElevatorRun:
         run = self
 
         def sample_videoelevator(model, x, sigmas, extra_args=None, callback=None, disable=None):
+            """k-diffusion's signature; returns the VP latent at the ladder's last level (x itself at σ = 0)."""
             from modules import shared
 
             run.check_ready(model)
@@ -184,8 +238,9 @@ class ElevatorRun:
             def branch(x_in, sigma_in, conditioning, step):
                 return run.single_branch(model, extra, x_in, sigma_in, conditioning, step)
 
-            t2i = WebUIDenoiser(model, extra, run.t2i_schedule(), frames, branch, run.capture)
-            t2v = windowed(WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, branch, run.capture,
+            progress = PassProgress(callback, ElevatorPlan.build(len(sigmas) - 1, run.params).passes)
+            t2i = WebUIDenoiser(model, extra, run.t2i_schedule(), frames, branch, run.capture, progress)
+            t2v = windowed(WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, branch, run.capture, progress,
                                          run.motion.resolved_solver, cond_scale=run.params.t2v_cfg_scale,
                                          around_call=lambda clip: run.t2v_call(model, clip)),
                            resolve_context(run.params, run.motion.info.positional_encoding_length), frames)
@@ -194,10 +249,16 @@ class ElevatorRun:
                 return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)
 
             shared.state.textinfo = "VideoElevator"
-            return sample_elevator(t2i, t2v, x, sigmas, run.params, callback=callback, disable=disable,
-                                   noise_sampler=noise, counter=run.counter)
+            progress.start()
+            x = sample_elevator(t2i, t2v, x, sigmas, run.params, disable=disable, noise_sampler=noise,
+                                counter=run.counter)
+            return x * c_in(float(sigmas[-1]))
 
         return sample_videoelevator
+
+    def paper_ladder(self, steps: int) -> torch.Tensor:
+        """The "Automatic" Schedule type: the paper's DDIM-leading ladder for the loaded checkpoint, ending at σ(0)."""
+        return ddim_sigmas(self.t2i_schedule(), steps).float()
 
     @contextmanager
     def installed(self):
@@ -210,6 +271,8 @@ class ElevatorRun:
             self._install(patches)
             patches.enter_context(_patched(sd_samplers, "create_sampler", _elevator_sampler_factory(
                 sd_samplers.create_sampler, self.sampler_function(), made)))
+            if (self.p.scheduler or AUTOMATIC) == AUTOMATIC and self.p.sampler_noise_scheduler_override is None:
+                patches.enter_context(_patched(self.p, "sampler_noise_scheduler_override", self.paper_ladder))
             yield
 
 
@@ -224,19 +287,14 @@ def _patched(owner, name, value):
 
 
 def _elevator_sampler_factory(create_sampler, function, made: list):
-    """``create_sampler`` that returns a plain k-diffusion sampler running our function.
+    """``create_sampler`` that returns Euler's k-diffusion sampler object running our function.
 
-    The elevator makes its own DDIM-equivalent σ-space steps, so only the sampler's σ ladder (the
-    user's Schedule type) matters. Samplers in another convention (DDIM/PLMS/UniPC work in
-    timesteps, LCM has its own denoiser) are swapped for Euler's k-diffusion sampler. Each sampler
-    and its own function go into ``made``, for ``_restore_functions``.
+    ``before_process`` already set ``p.sampler_name`` to it (``elevator_sampler_and_schedule``); asking
+    for it here too keeps the sampler first-order whatever another script did to the name since. Each
+    sampler and its own function go into ``made``, for ``_restore_functions``.
     """
     def create(name, model):
-        from modules import sd_samplers_kdiffusion
-
-        sampler = create_sampler(name, model)
-        if type(sampler) is not sd_samplers_kdiffusion.KDiffusionSampler:
-            sampler = create_sampler("Euler", model)
+        sampler = create_sampler(ELEVATOR_SAMPLER, model)
         made.append((sampler, sampler.func))
         sampler.func = function
         return sampler

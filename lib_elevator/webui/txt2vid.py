@@ -18,12 +18,9 @@ from pathlib import Path
 from ..motion import MotionModelError
 from ..params import ParamError
 from .request import SCRIPT_FIELDS, RequestError, param_field_names
+from .run import ELEVATOR_SAMPLER
 
 ELEVATOR_TITLE = "VideoElevator"
-# The elevator replaces the sampler's function with its own DDIM-equivalent steps, so of the
-# sampler only its σ ladder is left; Euler adds nothing to it (no preferred schedule, no discarded
-# σ), so the Schedule type alone decides, "Automatic" being the checkpoint's own.
-ELEVATOR_SAMPLER = "Euler"
 TAB_FIELDS = ("prompt", "negative_prompt", "width", "height", "steps", "scheduler", "cfg_scale", "seed", "n_iter")
 PLAYER_FORMATS = (".mp4", ".webm")
 PREVIEW_FORMATS = (".gif", ".webp")

@@ -1,7 +1,12 @@
 """The samplers and σ schedules A1111 takes from k-diffusion's ``sampling.py``, with the same call signatures.
 
-Provided: ``get_sigmas_karras``, ``get_sigmas_exponential``, ``sample_euler``, ``sample_euler_ancestral``,
-``sample_dpmpp_2m``. Samplers take ``(model, x, sigmas, extra_args=None, callback=None, disable=None, ...)``,
+Provided: ``get_sigmas_karras``, ``get_sigmas_exponential``, ``get_sigmas_polyexponential``, ``sample_euler``,
+``sample_euler_ancestral``, ``sample_dpmpp_2m``. Every other sampler A1111 1.10 and Forge 2 list (LMS, Heun,
+DPM2, DPM2 a, DPM++ 2S a, DPM++ SDE, DPM++ 2M SDE, DPM++ 3M SDE, DPM fast, DPM adaptive, HeunPP2, IPNDM,
+IPNDM_V, DEIS) is here with k-diffusion's signature only, so the WebUI's signature-driven arguments
+(``n``/``sigma_min``/``sigma_max``, ``noise_sampler``, ``solver_type``, ``eta``, ``s_noise``) can be observed;
+calling one raises ``NotImplementedError``. ``BrownianTreeNoiseSampler`` has the constructor only
+(the same). Samplers take ``(model, x, sigmas, extra_args=None, callback=None, disable=None, ...)``,
 call ``model(x, σ·ones(batch), **extra_args)`` for a denoised estimate, report every step to ``callback``
 as ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` and ignore ``disable`` (no progress bars).
 
@@ -29,6 +34,94 @@ def get_sigmas_karras(n, sigma_min, sigma_max, rho=7.0, device="cpu"):
 def get_sigmas_exponential(n, sigma_min, sigma_max, device="cpu"):
     """log σ evenly spaced from σ_max to σ_min, then a final 0."""
     return _with_final_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp()).to(device)
+
+
+def get_sigmas_polyexponential(n, sigma_min, sigma_max, rho=1.0, device="cpu"):
+    """log σ from σ_max to σ_min along a ρ-th power ramp, then a final 0."""
+    ramp = torch.linspace(1, 0, n) ** rho
+    ladder = (ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)).exp()
+    return _with_final_zero(ladder).to(device)
+
+
+class BrownianTreeNoiseSampler:
+    """Constructor only: the DPM++ SDE samplers that would draw from it are not provided."""
+
+    def __init__(self, x, sigma_min, sigma_max, seed=None, transform=lambda x: x):
+        self.shape, self.sigma_min, self.sigma_max, self.seed = x.shape, sigma_min, sigma_max, seed
+
+    def __call__(self, sigma, sigma_next):
+        raise NotImplementedError("the stand-in has no Brownian-tree noise")
+
+
+def _not_provided(name):
+    raise NotImplementedError(f"the k-diffusion stand-in does not implement {name}")
+
+
+def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4):
+    _not_provided("sample_lms")
+
+
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    _not_provided("sample_heun")
+
+
+def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                 s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    _not_provided("sample_dpm_2")
+
+
+def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                           noise_sampler=None):
+    _not_provided("sample_dpm_2_ancestral")
+
+
+def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                              noise_sampler=None):
+    _not_provided("sample_dpmpp_2s_ancestral")
+
+
+def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                     noise_sampler=None, r=1 / 2):
+    _not_provided("sample_dpmpp_sde")
+
+
+def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                        noise_sampler=None, solver_type="midpoint"):
+    _not_provided("sample_dpmpp_2m_sde")
+
+
+def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                        noise_sampler=None):
+    _not_provided("sample_dpmpp_3m_sde")
+
+
+def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, disable=None, eta=0.0,
+                    s_noise=1.0, noise_sampler=None):
+    _not_provided("sample_dpm_fast")
+
+
+def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callback=None, disable=None, order=3,
+                        rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81,
+                        eta=0.0, s_noise=1.0, noise_sampler=None, return_info=False):
+    _not_provided("sample_dpm_adaptive")
+
+
+def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                   s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    _not_provided("sample_heunpp2")
+
+
+def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4):
+    _not_provided("sample_ipndm")
+
+
+def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4):
+    _not_provided("sample_ipndm_v")
+
+
+def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=3, deis_mode="tab"):
+    _not_provided("sample_deis")
 
 
 def _step_callback(callback, x, i, sigma, sigma_hat, denoised):

@@ -28,10 +28,13 @@ Module → A1111 file it mirrors
 - ``stub_lora``                  extensions-builtin/Lora (networks.py, lora_patches.py,
                                  extra_networks_lora.py) — weight-patch mode, Linear/Conv2d only
 - ``rng``                        modules/rng.py (CPU generators)
-- ``sd_schedulers``              modules/sd_schedulers.py (Automatic, Uniform, Karras, Exponential, SGM Uniform)
+- ``sd_schedulers``              modules/sd_schedulers.py (every 1.10.1 schedule; Forge's four more on that host)
 - ``sd_samplers_common``         modules/sd_samplers_common.py
 - ``sd_samplers_cfg_denoiser``   modules/sd_samplers_cfg_denoiser.py (no edit models / masks / refiner)
-- ``sd_samplers_kdiffusion``     modules/sd_samplers_kdiffusion.py (Euler, Euler a, DPM++ 2M)
+- ``sd_samplers_kdiffusion``     modules/sd_samplers_kdiffusion.py (every sampler listed; Euler, Euler a, DPM++ 2M run)
+- ``sd_samplers_timesteps``,
+  ``sd_samplers_lcm``,
+  ``sd_samplers_extra``          the DDIM/PLMS/UniPC, LCM and Restart samplers (listed, not runnable)
 - ``sd_samplers``                modules/sd_samplers.py
 - ``sd_models``, ``sd_vae``,
   ``sd_unet``                    modules/sd_models.py (token merging recorded, not applied), sd_vae.py, sd_unet.py
@@ -45,6 +48,9 @@ Module → A1111 file it mirrors
 - ``ui_components``              modules/ui_components.py (InputAccordion etc. without Gradio)
 - ``api.api``                    modules/api/api.py (the txt2img endpoint and the error middleware, no HTTP)
 - ``call_queue``                 modules/call_queue.py (wrap_gradio_gpu_call: state.begin/end, errors → HTML)
+- ``api.api``                    modules/api/api.py: only how an exception in an API route is answered and logged
+                                 (``../fastapi``: FastAPI's ``HTTPException``)
+- ``progress``                   modules/progress.py: what the progress API computes (progress, ETA, live preview)
 - ``stub_model``                 the loaded checkpoint (ldm LatentDiffusion shape, tiny real ldm UNetModel)
 - ``../k_diffusion``             crowsonkb/k-diffusion ``external.CompVisDenoiser`` and three samplers
 

@@ -43,7 +43,10 @@ Forge's version string (``f2.0.1v1.10.1-…``) and no VAE entries.
 = forge_objects_after_applying_lora.shallow_copy()``, token merging, ``scripts.process_before_every_sampling(
 x=, noise=, c=, uc=)``, ``p.modified_noise`` (if a script set it) replaces x, then ``sampler.sample``.
 
-Left out: hires fix (``enable_hr`` raises in ``init``), img2img/inpainting, refiner, face restoration,
+The refiner's checkpoint is looked up as in A1111 (an unknown name fails the job), and the per-image face
+restoration step is where A1111 has it; neither can run here (the one checkpoint is never switched, see
+``sd_samplers_cfg_denoiser``, and restoring faces raises ``NotImplementedError``).
+Left out: hires fix (``enable_hr`` raises in ``init``), img2img/inpainting,
 tiling, colour correction, overlays, VAE approximations, per-image list/callable infotext values
 (``Processed.js()`` gives the API's ``info`` JSON with A1111's fields, ``extra_images`` stays empty); styles pass through ``shared.prompt_styles``, which changes nothing here.
 """
@@ -149,6 +152,7 @@ class StableDiffusionProcessing:
         "seed_resize_from_h": -1, "seed_resize_from_w": -1,
         "token_merging_ratio": 0, "token_merging_ratio_hr": 0,
         "restore_faces": None, "tiling": None, "disable_extra_networks": False,
+        "refiner_checkpoint": None, "refiner_switch_at": None,
         # settings and output
         "override_settings": None, "override_settings_restore_afterwards": True,
         "extra_generation_params": None,
@@ -171,7 +175,7 @@ class StableDiffusionProcessing:
         self._script_args = None
         self.scripts_setup_complete = False
         self.is_api = self.is_hr_pass = self.is_using_inpainting_conditioning = False
-        self.user = self.sampler_noise_scheduler_override = None
+        self.user = self.sampler_noise_scheduler_override = self.refiner_checkpoint_info = None
         self.comments = {}
 
         # filled in while the job runs
@@ -469,8 +473,10 @@ def _prepare(p):
 
     if p.restore_faces is None:
         p.restore_faces = opts.face_restoration
-    if p.restore_faces:
-        raise NotImplementedError("face restoration is not supported by the stand-in")
+    if p.refiner_checkpoint not in (None, "", "None", "none"):
+        p.refiner_checkpoint_info = sd_models.get_closet_checkpoint_match(p.refiner_checkpoint)
+        if p.refiner_checkpoint_info is None:
+            raise Exception(f"Could not find checkpoint with name {p.refiner_checkpoint}")
     if p.tiling is None:
         p.tiling = opts.tiling
 
@@ -620,6 +626,8 @@ def _run_batch(p, n):
     done = []
     for i, tensor in enumerate(pixels):
         p.batch_index = i
+        if p.restore_faces:
+            raise NotImplementedError("face restoration is not supported by the stand-in")
         image = Image.fromarray((255.0 * tensor.cpu().numpy()).astype(np.uint8).transpose(1, 2, 0))
         if hooks is not None:
             image = _postprocess_image(p, hooks, i, image)

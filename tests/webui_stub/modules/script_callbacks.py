@@ -110,6 +110,12 @@ def clear_callbacks():
         del registrations[:]
 
 
+def remove_callbacks_for_function(callback_func):
+    """Unregister ``callback_func`` from every event."""
+    for registrations in _registry.values():
+        registrations[:] = [reg for reg in registrations if reg.fn != callback_func]
+
+
 def _fire(event: str, *args) -> list:
     """Call every registered function with ``args``; return the results of those that did not raise."""
     results = []

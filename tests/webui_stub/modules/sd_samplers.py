@@ -9,19 +9,34 @@ constructor, then ``sampler.config = config``); ``get_sampler_and_scheduler`` /
 ``fix_p_invalid_sampler_and_scheduler`` (a scheduler suffix moves to the scheduler — "DPM++ 2M Karras" →
 "DPM++ 2M" + "Karras" —, unknown sampler names fall back to the first sampler, and, unless asked not to,
 a scheduler equal to the sampler's own default becomes "Automatic").
-The stand-in has the k-diffusion samplers Euler, Euler a and DPM++ 2M only. Not memoized, no infotext helpers.
+``all_samplers`` lists every sampler of 1.10.1 — k-diffusion, then the timestep samplers, then LCM — and, on
+the Forge 2 host, Forge's DDPM last (``modules_forge.alter_samplers``); of these the stand-in can sample with
+Euler, Euler a and DPM++ 2M only. Not memoized, no infotext helpers.
 """
 from __future__ import annotations
 
 import logging
 
-from modules import sd_samplers_common, sd_samplers_kdiffusion, sd_schedulers, shared
+from modules import (
+    sd_samplers_common,
+    sd_samplers_kdiffusion,
+    sd_samplers_lcm,
+    sd_samplers_timesteps,
+    sd_schedulers,
+    shared,
+    stub_host,
+)
 
 SamplerData = sd_samplers_common.SamplerData
 sample_to_image = sd_samplers_common.sample_to_image
 samples_to_image_grid = sd_samplers_common.samples_to_image_grid
 
-all_samplers = list(sd_samplers_kdiffusion.samplers_data_k_diffusion)
+all_samplers = [*sd_samplers_kdiffusion.samplers_data_k_diffusion, *sd_samplers_timesteps.samplers_data_timesteps,
+                *sd_samplers_lcm.samplers_data_lcm]
+if stub_host.is_forge():
+    from modules_forge import alter_samplers
+
+    all_samplers += alter_samplers.samplers_data_alter
 all_samplers_map = {config.name: config for config in all_samplers}
 
 samplers: list = []

@@ -28,8 +28,9 @@ batching and guidance (see there: Forge batches [uncond; cond] chunks as memory 
 ``BATCHING`` knob). ``on_cfg_denoised`` is never called; ``sampler.last_latent`` and the preview are the
 guided result; ``on_cfg_after_cfg`` may replace it; ``self.step`` advances.
 
-Not provided: SDXL dict conditioning, edit (InstructPix2Pix) and unCLIP models, img2img masks, the
-refiner switch, NGMS (``s_min_uncond`` is accepted and ignored), "skip early CFG", ``pad_cond_uncond_v0``,
+Refiner: the stand-in has one checkpoint, so a refiner that is the loaded model is never switched to (as in
+A1111); one that would be switched to raises ``NotImplementedError``.
+Not provided: SDXL dict conditioning, edit (InstructPix2Pix) and unCLIP models, img2img masks, NGMS (``s_min_uncond`` is accepted and ignored), "skip early CFG", ``pad_cond_uncond_v0``,
 the negative-prompt/combined live-preview choices and CFG++ bookkeeping.
 """
 import torch
@@ -105,10 +106,20 @@ class CFGDenoiser(torch.nn.Module):
         calls.append((slice(n_cond, n_total), uncond))
         return calls
 
+    def _refiner_due(self) -> bool:
+        """A1111's ``apply_refiner`` test: past ``refiner_switch_at`` with a refiner that is not the loaded model."""
+        p = self.p
+        info = getattr(p, "refiner_checkpoint_info", None)
+        if p is None or info is None or info == shared.sd_model.sd_checkpoint_info:
+            return False
+        return p.refiner_switch_at is None or self.step / self.total_steps >= p.refiner_switch_at
+
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         state = shared.state
         if state.interrupted or state.skipped:
             raise sd_samplers_common.InterruptedException
+        if self._refiner_due():
+            raise NotImplementedError("the stand-in cannot switch to a refiner checkpoint")
         if stub_host.is_forge():
             return self._forward_forge(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
 

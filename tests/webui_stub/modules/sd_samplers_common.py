@@ -17,7 +17,8 @@ Kept because extensions depend on it:
 Simplified: latents are always decoded with the full VAE (no approximate/TAESD previews), the stand-in
 always runs with ``parallel_processing_allowed`` so ``store_latent`` only records the latent (previews
 are decoded by ``shared.state.set_current_image``), no ``RecursionError`` recovery, no ``stop_at``,
-no refiner, no Brownian-tree noise.
+no refiner; ``create_noise_sampler`` builds k-diffusion's ``BrownianTreeNoiseSampler`` as A1111 does, but the
+stand-in's cannot draw.
 """
 import inspect
 from collections.abc import Callable
@@ -132,6 +133,13 @@ class Sampler:
             if self.eta != 1.0:
                 p.extra_generation_params["Eta"] = self.eta
         return options
+
+    def create_noise_sampler(self, x, sigmas, p):
+        """The seeded noise the DPM++ SDE samplers draw from (``None`` when the user turned it off)."""
+        if shared.opts.no_dpmpp_sde_batch_determinism:
+            return None
+        seeds = p.all_seeds[p.iteration * p.batch_size:(p.iteration + 1) * p.batch_size]
+        return k_diffusion.sampling.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         raise NotImplementedError()

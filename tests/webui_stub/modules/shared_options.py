@@ -89,6 +89,9 @@ options_templates = {key: OptionInfo(default) for key, default in {
     "eta_noise_seed_delta": 0,
     "always_discard_next_to_last_sigma": False,
     "sgm_noise_multiplier": False,
+    "no_dpmpp_sde_batch_determinism": False,
+    "beta_dist_alpha": 0.6,
+    "beta_dist_beta": 0.6,
     # extra networks (the built-in Lora extension's settings included)
     "extra_networks_default_multiplier": 1.0,
     "sd_lora": "None",

@@ -1,5 +1,5 @@
 """Stand-in for A1111 ``modules/api/api.py`` (v1.10.1), written for these tests: the txt2img endpoint and the
-error middleware, without FastAPI or HTTP.
+error middleware, without HTTP (``HTTPException`` is FastAPI's, from the ``fastapi`` stand-in).
 
 ``Api().post("/sdapi/v1/txt2img", payload)`` answers ``(status code, JSON body)`` as a client of the real
 API sees them. Kept from A1111:
@@ -24,6 +24,8 @@ import base64
 import io
 from contextlib import closing
 
+from fastapi.exceptions import HTTPException
+
 from modules import errors, processing, scripts, shared, sd_samplers
 
 TXT2IMG_PATH = "/sdapi/v1/txt2img"
@@ -33,15 +35,6 @@ REQUEST_DEFAULTS = {
     "width": 512, "height": 512, "restore_faces": None, "tiling": None, "send_images": True,
     "save_images": False, "alwayson_scripts": {},
 }
-
-
-class HTTPException(Exception):
-    """``fastapi.HTTPException``'s fields: the middleware answers ``status_code`` with ``detail``."""
-
-    def __init__(self, status_code: int, detail=None):
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
 
 
 def encode_pil_to_base64(image) -> str:

@@ -1,0 +1,1 @@
+"""Stand-in for stable-diffusion-webui-forge's ``modules_forge`` package (only ``alter_samplers``)."""
