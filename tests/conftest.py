@@ -29,3 +29,33 @@ def t2v_text_encoder():
 
     tokenizer = tiny_tokenizer()
     return TextEncoder(tokenizer, tiny_text_encoder(tokenizer, seed=6))
+
+
+TEXT_WIDTH = 76  # SD1.5's 768, scaled down 10x as in the motion-module test files
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory):
+    """A diffusers SD folder with SD1.5's block structure, an AnimateLCM-layout motion module and
+    AnimateLCM's t2v LoRA layout, all scaled down from the real key layouts."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    import motion_files
+    from ldm_helpers import SD15_SHAPED_UNET2D_CONFIG, diffusers_unet
+    from lib_elevator.tiny import CLIP_TEXT_CONFIG, randomize_weights, tiny_tokenizer, tiny_vae
+
+    root = tmp_path_factory.mktemp("models")
+    checkpoint = root / "sd15-tiny"
+    diffusers_unet({**SD15_SHAPED_UNET2D_CONFIG, "cross_attention_dim": TEXT_WIDTH}).save_pretrained(checkpoint / "unet")
+    tiny_vae().save_pretrained(checkpoint / "vae")
+    tokenizer = tiny_tokenizer()
+    tokenizer.save_pretrained(checkpoint / "tokenizer")
+    text_config = CLIPTextConfig(**{**CLIP_TEXT_CONFIG, "hidden_size": TEXT_WIDTH, "projection_dim": TEXT_WIDTH},
+                                 vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    randomize_weights(CLIPTextModel(text_config), 7).save_pretrained(checkpoint / "text_encoder")
+    motion = root / "AnimateLCM_sd15_t2v.safetensors"
+    motion_files.write_kind("animatelcm_t2v", motion)
+    lora = root / "AnimateLCM_sd15_t2v_lora.safetensors"
+    motion_files.write_kind("animatelcm_t2v_lora", lora)
+    return checkpoint, motion, lora

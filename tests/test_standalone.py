@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from lib_elevator.standalone.pipeline import (
-    ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate, t2v_from_motion_unet,
+    ElevatorPipeline, InjectedMotionT2V, NonFiniteError, TextEncoder, generate, t2v_from_motion_unet,
 )
 from lib_elevator.standalone.cli import main
-from lib_elevator.params import ElevatorParams
-from lib_elevator.tiny import CLIP_TEXT_CONFIG, randomize_weights
+from lib_elevator.params import ElevatorParams, ParamError
 
 FRAMES, SIZE = 2, 64
 SHORT = dict(frames=FRAMES, refine_at=(10, 6), t2v_steps=3)
@@ -97,36 +96,6 @@ def test_t2v_lora_acts_only_in_t2v_passes_and_scale_zero_is_identity(tiny, injec
 
 
 # --- the CLI on model files in the real on-disk layouts ---------------------------------------
-
-TEXT_WIDTH = 76  # SD1.5's 768, scaled down 10x as in the motion-module test files
-
-
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    """A diffusers SD folder with SD1.5's block structure, an AnimateLCM-layout motion module and
-    AnimateLCM's t2v LoRA layout, all scaled down from the real key layouts."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    import motion_files
-    from ldm_helpers import SD15_SHAPED_UNET2D_CONFIG, diffusers_unet
-    from lib_elevator.tiny import tiny_tokenizer, tiny_vae
-
-    root = tmp_path_factory.mktemp("models")
-    checkpoint = root / "sd15-tiny"
-    diffusers_unet({**SD15_SHAPED_UNET2D_CONFIG, "cross_attention_dim": TEXT_WIDTH}).save_pretrained(checkpoint / "unet")
-    tiny_vae().save_pretrained(checkpoint / "vae")
-    tokenizer = tiny_tokenizer()
-    tokenizer.save_pretrained(checkpoint / "tokenizer")
-    text_config = CLIPTextConfig(**{**CLIP_TEXT_CONFIG, "hidden_size": TEXT_WIDTH, "projection_dim": TEXT_WIDTH},
-                                 vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    randomize_weights(CLIPTextModel(text_config), 7).save_pretrained(checkpoint / "text_encoder")
-    motion = root / "AnimateLCM_sd15_t2v.safetensors"
-    motion_files.write_kind("animatelcm_t2v", motion)
-    lora = root / "AnimateLCM_sd15_t2v_lora.safetensors"
-    motion_files.write_kind("animatelcm_t2v_lora", lora)
-    return checkpoint, motion, lora
-
 
 def cli_args(model_files, out, *extra):
     checkpoint, motion, lora = model_files
@@ -246,3 +215,93 @@ def test_demo_refining_at_the_last_step_writes_the_t2v_prediction(tmp_path):
     with av.open(str(tmp_path / "D.mp4")) as container:
         assert len(list(container.decode(video=0))) == 4
 
+
+@pytest.fixture
+def unet_calls(tiny):
+    """Counts forward calls of the tiny T2I UNet (which also runs the injected T2V)."""
+    calls = []
+    handle = tiny.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    yield calls
+    handle.remove()
+
+
+@pytest.mark.parametrize(("arguments", "field"), [
+    (dict(steps=10.5), "steps"),
+    (dict(steps=-5), "steps"),
+    (dict(cfg_scale="high"), "cfg_scale"),
+    (dict(cfg_scale=float("nan")), "cfg_scale"),
+    (dict(seed="abc"), "seed"),
+    (dict(seed=2**70), "seed"),
+    (dict(width=60), "width"),
+    (dict(params="fast"), "params"),
+    (dict(params={"frame": 3}), "frame"),
+    (dict(params={"frames": 3, "refine_at": "10,6", "t2v_steps": 7}), "t2v_steps"),
+    (dict(negative_prompt=None), "negative_prompt"),
+    (dict(latents=torch.full((FRAMES, 4, 8, 8), float("nan"))), "latents"),
+    (dict(latents=torch.zeros(FRAMES, 4, 4, 4)), "latents"),
+])
+def test_generate_refuses_bad_arguments_by_name_before_any_unet_call(injected, unet_calls, arguments, field):
+    values = dict(params=ElevatorParams(**SHORT), width=SIZE, height=SIZE, steps=12, seed=3, decode=False,
+                  disable_progress=True)
+    with pytest.raises(ParamError) as raised:
+        generate(injected, "a dancing robot", **{**values, **arguments})
+    assert raised.value.name == field and unet_calls == []
+
+
+def test_generate_takes_default_params_and_number_strings_and_fits_low_step_counts(injected):
+    result = generate(injected, "a dancing robot", params=None, width=SIZE, height=SIZE, steps="4", cfg_scale="7",
+                      seed="3", decode=False, disable_progress=True)
+    assert result.params.refine_at == (0.13, 0.5) and result.params.t2v_steps == 2 and len(result.notes) == 2
+    assert torch.isfinite(result.latents).all()
+
+
+def test_non_finite_output_is_refused_not_returned(tiny):
+    import copy
+
+    broken = copy.deepcopy(tiny.unet)
+    with torch.no_grad():
+        broken.conv_out.bias[0] = float("nan")
+    pipe = ElevatorPipeline(broken, tiny.vae, TextEncoder(tiny.tokenizer, tiny.text_encoder),
+                            InjectedMotionT2V(tiny.motion_adapter, solver="lcm"))
+    with pytest.raises(NonFiniteError, match="NaN or infinite values"):
+        generate(pipe, "a dancing robot", params=ElevatorParams(**SHORT), width=SIZE, height=SIZE, steps=12,
+                 disable_progress=True)
+
+
+def test_load_pipeline_checks_arguments_before_loading_the_t2i(model_files, tmp_path, monkeypatch):
+    from lib_elevator.motion import MotionModelError
+    from lib_elevator.standalone import files
+
+    checkpoint, motion, lora = model_files
+    monkeypatch.setattr(files, "load_t2i", lambda *args: pytest.fail("the T2I was loaded"))
+    for arguments, field in ((dict(dtype="float8"), "dtype"), (dict(dtype=torch.int8), "dtype"),
+                             (dict(device="tpu9"), "device")):
+        with pytest.raises(ParamError) as raised:
+            files.load_pipeline(checkpoint, motion_module=motion, **arguments)
+        assert raised.value.name == field
+    with pytest.raises(MotionModelError, match="Cannot use 'AnimateLCM_sd15_t2v_lora.safetensors' as a motion module"):
+        files.load_pipeline(checkpoint, motion_module=lora)
+
+
+def test_load_pipeline_takes_dtype_names(model_files):
+    from lib_elevator.standalone.files import load_pipeline
+
+    checkpoint, motion, lora = model_files
+    pipe = load_pipeline(checkpoint, motion_module=motion, dtype="bfloat16")
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.model.dtype == torch.bfloat16
+
+
+def test_memory_guard_names_the_estimate_and_a_setting_that_fits():
+    from lib_elevator.standalone.resources import GIB, MemoryBudgetError, ModelShape, RunSize, check_memory, estimate_peak_bytes
+
+    sd15 = ModelShape((320, 640, 1280, 1280), 2, (128, 256, 512, 512))
+    weights = 1_066_000_000 * 4
+    available = estimate_peak_bytes(sd15, RunSize(8, 512, 512, 30, 8), 4, weights)
+    check_memory(sd15, RunSize(8, 512, 512, 30, 8), 4, weights, available, "the cpu device")
+    with pytest.raises(MemoryBudgetError) as raised:
+        check_memory(sd15, RunSize(16, 512, 512, 30, 16), 4, weights, available, "the cpu device")
+    message = str(raised.value)
+    need = estimate_peak_bytes(sd15, RunSize(16, 512, 512, 30, 16), 4, weights)
+    assert f"need an estimated {need / GIB:.1f} GiB but the cpu device has {available / GIB:.1f} GiB free" in message
+    assert "8 frames at 512x512 or 16 frames at " in message and "--skip-memory-check" in message
+    check_memory(sd15, RunSize(16, 512, 512, 30, 16), 4, weights, None, "an MPS device")  # unknown: not refused

@@ -353,6 +353,7 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
     else:
         params = dataclasses.replace(params, refine_at=())
     width, height, steps, cfg_scale = settings.width, settings.height, settings.steps, settings.cfg_scale
+    seed = settings.seed if seed is not None else None
     device = next(pipe.unet.parameters()).device
     dtype = next(pipe.unet.parameters()).dtype
     frames = params.frames
