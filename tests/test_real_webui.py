@@ -130,3 +130,18 @@ def test_memory_stays_flat_over_thirty_videos_with_a_t2v_lora(webui):
     print(f"\nRSS after {SOAK_WARM_UP} videos {rss[SOAK_WARM_UP - 1] / 2**20:.0f} MB, "
           f"after {SOAK_RUNS} {rss[-1] / 2**20:.0f} MB")
     assert rss[-1] - rss[SOAK_WARM_UP - 1] < SOAK_ALLOWED_GROWTH
+
+
+def test_a_compare_request_returns_the_side_by_side_video_first(webui, tmp_path):
+    host, base = webui
+    status, body = call(base, "/sdapi/v1/txt2img", elevator_payload(host, compare=True, formats=["mp4"]))
+    assert status == 200, body
+    assert len(body["images"]) == 4  # compare, then the elevated, T2V-only and T2I-only videos
+    sizes = []
+    for index, encoded in enumerate(body["images"]):
+        path = tmp_path / f"{index}.mp4"
+        path.write_bytes(base64.b64decode(encoded))
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+        sizes.append((frame.width, frame.height))
+    assert sizes[0][0] >= 3 * 64 and sizes[1:] == [(64, 64)] * 3

@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager
 
 from ...attention import first_frame_context
 from ...lora import GatedLora
+from ...motion.motion_lora import MotionLoras
 from ...motion.inject import T2VSwitch, plan_motion_slots, positional_limit, run_motion_module
 from ...motion.groupnorm import PerFrameNorm
 from ...params import ElevatorParams
@@ -139,6 +140,8 @@ class ForgeRun(run.ElevatorRun):
         if self.motion.lora is not None:
             unet = diffusion_model(self.p.sd_model)
             patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale))
+        if self.motion.motion_loras:
+            patches.enter_context(MotionLoras(self.motion.adapter, self.motion.motion_loras))
         patches.callback(self._hand_back_unet)
 
     def before_sampling(self, p) -> None:
@@ -179,6 +182,13 @@ class ForgeRun(run.ElevatorRun):
     @contextmanager
     def t2v_call(self, model):
         with self.switch.on(), t2v_sigmas(self._sampling_unet(model).model.predictor):
+            yield
+
+    @contextmanager
+    def t2v_throughout(self):
+        """Motion on for every call and the motion model's σ table in the predictor the sampler's
+        ladder and σ→t come from (the clones share it); attn1 is plain self-attention while on."""
+        with self.switch.on(), t2v_sigmas(self.p.sd_model.forge_objects.unet.model.predictor):
             yield
 
     def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):
