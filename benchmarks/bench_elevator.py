@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -194,8 +194,9 @@ def print_pass_table(recipe: Recipe, counter, hooked: dict, paper: PaperCost) ->
 # --- 2. wall time ---------------------------------------------------------------------------
 
 def run_generation(pipe: ElevatorPipeline, recipe: Recipe, frames: int, size: int, elevate: bool):
-    return generate(pipe, PROMPT, NEGATIVE, params=recipe.params(frames), width=size, height=size, steps=recipe.steps,
-                    cfg_scale=T2I_CFG, seed=SEED, decode=False, disable_progress=True, elevate=elevate)
+    params = replace(recipe.params(frames), mode="elevate" if elevate else "t2i")
+    return generate(pipe, PROMPT, NEGATIVE, params=params, width=size, height=size, steps=recipe.steps,
+                    cfg_scale=T2I_CFG, seed=SEED, decode=False, disable_progress=True)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,12 @@ class Gate(Protocol):
     active: bool
 
 
+class AlwaysOn:
+    """The gate of a LoRA on modules that only run in T2V passes anyway (a T2V-only UNet, motion modules)."""
+
+    active = True
+
+
 @dataclass
 class LoraWeights:
     """One layer's low-rank pair as stored in the file; ``source`` is one of its keys, for messages."""
@@ -255,12 +261,14 @@ class GatedLora(Patch):
 
     what = "the T2V LoRA"
 
-    def __init__(self, unet: nn.Module, state_dict: dict[str, torch.Tensor], gate: Gate, scale: float = 1.0,
-                 store_on: torch.device | None = None):
+    def __init__(self, unet: nn.Module, state_dict: dict[str, torch.Tensor] | None, gate: Gate, scale: float = 1.0,
+                 store_on: torch.device | None = None, *, layers: dict[str, LoraWeights] | None = None):
+        """``state_dict`` is a UNet LoRA file's tensors; or ``layers``, pairs already grouped by layer
+        (a motion LoRA, which ``parse_lora`` refuses as a UNet LoRA)."""
         super().__init__()
         self.gate = gate
         self.scale = scale
-        self.targets = self.match(unet, parse_lora(state_dict), store_on=store_on)
+        self.targets = self.match(unet, layers if layers is not None else parse_lora(state_dict), store_on=store_on)
 
     @staticmethod
     def match(unet: nn.Module, layers: dict[str, LoraWeights], place: bool = True,

@@ -19,6 +19,7 @@ FUSE_METHODS = ("pyramid", "flat")
 INTERPOLATIONS = ("linear", "slerp")
 WHOLE_CLIP_BATCH = 32  # frames_per_batch=0: clips up to this length go through the UNet in one batch
 AUTO_FRAME_CHUNK = 16  # and longer ones this many frames at a time
+MODES = ("elevate", "t2v", "t2i")
 
 
 class ParamError(ValueError):
@@ -76,6 +77,12 @@ class ElevatorParams:
     frames_per_batch: int = _spec(0, f"frames per UNet batch of the T2I, correction and inversion passes (same "
                                      f"result, less memory); 0 = all up to {WHOLE_CLIP_BATCH}, else {AUTO_FRAME_CHUNK}",
                                   low=0, high=1024)
+    mode: str = _spec(
+        "elevate",
+        "elevate = VideoElevator; t2v = the motion model alone (plain AnimateDiff/AnimateLCM); "
+        "t2i = your checkpoint alone, frames anchored to the first, no motion refining",
+        choices=MODES,
+    )
 
     def __post_init__(self):
         _coerce_and_check(self)
@@ -93,7 +100,12 @@ class ElevatorParams:
         return self.frames if self.frames <= WHOLE_CLIP_BATCH else AUTO_FRAME_CHUNK
 
     def refine_steps_remaining(self, steps: int) -> tuple[int, ...]:
-        """The paper's form for an N-step schedule, validated against N and ``t2v_steps``."""
+        """The paper's form for an N-step schedule, validated against N and ``t2v_steps``.
+
+        Only ``elevate`` refines; the other modes ignore ``refine_at`` (nothing to validate).
+        """
+        if self.mode != "elevate":
+            return ()
         remaining = self._remaining(steps)
         where = f"(refine_at={_format_refine(self.refine_at)} at {steps} steps gives steps remaining {remaining})"
         if any(not 1 <= r <= steps for r in remaining):
@@ -117,6 +129,8 @@ class ElevatorParams:
         step after them drop (the T2I must see the refined motion at least once, else the video is
         the T2V's own frames), and ``t2v_steps`` shrinks to what the last refinement leaves.
         """
+        if self.mode != "elevate":
+            return self, []  # only elevate refines
         fitted, notes = self, []
         is_fraction_form = bool(self.refine_at) and self.refine_at[0] < 1
         if is_fraction_form and "refine_at" not in keep:

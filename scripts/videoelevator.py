@@ -6,8 +6,11 @@ picked per generation from the loaded model, see ``lib_elevator.webui.dispatch.h
 import base64
 
 import gradio as gr
+from PIL import Image
 
-from lib_elevator.webui import dispatch, outputs
+from lib_elevator.compare import COMPARE_SUFFIX
+from lib_elevator.webui import dispatch, motion_loras, outputs, xyz
+from lib_elevator.webui.outputs import INFOTEXT_KEY
 from lib_elevator.webui.hosts import a1111
 from lib_elevator.webui.request import DEFAULT_FORMATS, SCRIPT_FIELDS, ElevatorRequest, MotionModel, RequestError, param_field_names
 from lib_elevator.webui.ui import build_elevator_controls
@@ -19,11 +22,11 @@ from lib_elevator.video import FORMATS
 from modules import script_callbacks, scripts, shared
 from modules.ui_components import InputAccordion
 
-INFOTEXT_KEY = "VideoElevator"
 MOTION_CACHE = MotionModelCache()
 T2V_LORA_CACHE = FileCache(load_t2v_lora)
 
 a1111.register_callbacks()
+xyz.register_axes()  # the WebUI loads its own scripts (the X/Y/Z plot) before extensions' scripts
 
 
 class VideoElevatorScript(scripts.Script):
@@ -38,16 +41,18 @@ class VideoElevatorScript(scripts.Script):
             by_name = {"enabled": enabled, **build_elevator_controls(self.elem_id)}
         self.infotext_fields = [(enabled, lambda params: INFOTEXT_KEY in params)] + [
             (component, f"{INFOTEXT_KEY} {name}") for name, component in by_name.items()
-            if name in ElevatorParams.__dataclass_fields__ or name in ("motion_model", "t2v_lora", "solver")]
+            if name in ElevatorParams.__dataclass_fields__
+            or name in ("motion_model", "t2v_lora", "solver", "compare", "motion_loras")]
         self.paste_field_names = [f"{INFOTEXT_KEY} {name}" for name in by_name]
         return [by_name[name] for name in SCRIPT_FIELDS + param_field_names()]
 
     def before_process(self, p, *args):
         p.videoelevator = None
         try:
-            request = ElevatorRequest.from_script_args(args)
+            request = ElevatorRequest.from_script_args(args).with_overrides(getattr(p, xyz.OVERRIDES, {}))
             if not request.enabled:
                 return
+            motion_loras.route_prompt_motion_loras()
             motion = self._motion_model(request)
             reasons = dispatch.refusal_reasons(p, request.params, motion)
             if reasons:
@@ -65,6 +70,10 @@ class VideoElevatorScript(scripts.Script):
             p.extra_generation_params[f"{INFOTEXT_KEY} t2v_lora"] = request.t2v_lora
         if request.solver != "auto":
             p.extra_generation_params[f"{INFOTEXT_KEY} solver"] = request.solver
+        if request.compare:
+            p.extra_generation_params[f"{INFOTEXT_KEY} compare"] = True
+        if request.motion_loras:
+            p.extra_generation_params[f"{INFOTEXT_KEY} motion_loras"] = ", ".join(request.motion_loras)
         p.videoelevator = dispatch.ElevatorJob(request, motion)
         dispatch.wrap_sample(p, p.videoelevator)
 
@@ -77,18 +86,26 @@ class VideoElevatorScript(scripts.Script):
                 lora = T2V_LORA_CACHE.get(resolve_t2v_lora(request.t2v_lora, outputs.lora_folders()))
         except MotionModelError as error:
             raise RequestError(f"VideoElevator: {error}") from None
-        return MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora)
+        return MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora,
+                           motion_loras.panel_motion_loras(request.motion_loras))
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         """Forge re-copies its UNet patcher right before this; the run patches that copy (A1111: no-op)."""
         job = getattr(p, "videoelevator", None)
         if isinstance(job, dispatch.ElevatorJob) and job.active is not None:
             job.active.before_sampling(p)
+            job.active.take_noise(p, kwargs.get("noise", kwargs.get("x")))
 
     def postprocess_batch_list(self, p, pp, *args, **kwargs):
         job = getattr(p, "videoelevator", None)
-        if isinstance(job, dispatch.ElevatorJob):
-            job.videos += outputs.save_batch_video(p, job.request, pp.images, kwargs.get("batch_number", 0))
+        if not isinstance(job, dispatch.ElevatorJob):
+            return
+        batch_number = kwargs.get("batch_number", 0)
+        compared = None
+        if job.request.compare:
+            compared = {mode: outputs.decode_to_unit_range(p, latents)
+                        for mode, latents in job.compared[batch_number].items()}
+        job.videos += outputs.save_batch_video(p, job.request, pp.images, batch_number, compared)
 
     def postprocess(self, p, processed, *args):
         """Videos into the gallery (UI) or the response (API), the pass counts into the comment and the
@@ -99,15 +116,20 @@ class VideoElevatorScript(scripts.Script):
         summary = p.videoelevator = job.summary()
         outputs.add_to_api_info(processed, summary)
         if job.counters:
-            line = outputs.passes_line(summary["passes"], len(job.counters))
-            processed.comments = f"{processed.comments}\n{line}" if processed.comments else line
+            lines = (outputs.comparison_lines(summary["passes_by_mode"]) if job.request.compare
+                     else [outputs.passes_line(summary["passes"], len(job.counters))])
+            processed.comments = "\n".join(([processed.comments] if processed.comments else []) + lines)
         if not job.videos:
             return
+        videos = sorted(job.videos, key=lambda path: not path.stem.endswith(COMPARE_SUFFIX))  # the comparison first
         if getattr(p, "is_api", False):
             processed.images = [base64.b64encode(path.read_bytes()).decode("ascii")
-                                for path in job.videos if path.is_file()]
+                                for path in videos if path.is_file()]
         else:
-            processed.images = [str(path) for path in job.videos if path.suffix in (".gif", ".webp")] + processed.images
+            previews = [str(path) for path in videos if path.suffix in (".gif", ".webp")]
+            if getattr(p, xyz.GRID_CELL, False) and previews:  # the plot pastes the first image into its grid
+                previews[0] = Image.open(previews[0]).convert("RGB")
+            processed.images = previews + processed.images
         processed.infotexts = [processed.infotexts[0]] * len(processed.images) if processed.infotexts else []
 
 

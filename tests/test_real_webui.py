@@ -150,3 +150,18 @@ def test_every_sampler_gives_euler_s_video_and_every_schedule_type_runs(webui):
     assert [name for name in samplers if video(name) != euler] == []
     for scheduler in call(base, "/sdapi/v1/schedulers")[1]:
         video("DPM++ 2M SDE", scheduler["label"])
+
+
+def test_a_compare_request_returns_the_side_by_side_video_first(webui, tmp_path):
+    host, base = webui
+    status, body = call(base, "/sdapi/v1/txt2img", elevator_payload(host, compare=True, formats=["mp4"]))
+    assert status == 200, body
+    assert len(body["images"]) == 4  # compare, then the elevated, T2V-only and T2I-only videos
+    sizes = []
+    for index, encoded in enumerate(body["images"]):
+        path = tmp_path / f"{index}.mp4"
+        path.write_bytes(base64.b64decode(encoded))
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+        sizes.append((frame.width, frame.height))
+    assert sizes[0][0] >= 3 * 64 and sizes[1:] == [(64, 64)] * 3

@@ -30,7 +30,7 @@ def txt2img_slots():
 
 def tab_controls():
     return {"motion_model": "mm.safetensors", "t2v_lora": "", "solver": "auto", "formats": ["mp4", "gif"],
-            "loop": 0, **{name: value for name, value in ElevatorParams(frames=8).to_dict().items()}}
+            "loop": 0, "compare": False, "motion_loras": "", **{name: value for name, value in ElevatorParams(frames=8).to_dict().items()}}
 
 
 def test_our_slice_is_filled_and_every_other_script_keeps_its_defaults():

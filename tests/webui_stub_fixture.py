@@ -40,6 +40,7 @@ import pytest
 from fake_gpu import fake_gpu
 
 STUB_DIR = str(Path(__file__).resolve().parent / "webui_stub")
+WEBUI_ROOT = Path(STUB_DIR) / "webui_root"  # the WebUI's own scripts/ (the X/Y/Z plot stand-in)
 
 
 def _is_stub_module(name, module):
@@ -138,16 +139,18 @@ class WebUI:
                                           extension_list=[extension_dir.name])
         return shared_cmd_options.reparse(args)
 
-    def load_extension(self, extension_dir, args: str | list[str] = "", *, ui=True, is_img2img=False):
+    def load_extension(self, extension_dir, args: str | list[str] = "", *, ui=True, is_img2img=False,
+                       webui_scripts=False):
         """Start-up for one extension folder: preload + command line, load ``scripts/*.py`` (callbacks are
         cleared first, as A1111 does), re-register the built-in Lora callbacks, run ``on_model_loaded``,
         and with ``ui`` the settings callbacks (A1111 runs ``on_ui_settings`` only when it builds the UI).
+        ``webui_scripts`` loads the WebUI's own scripts first, as the WebUI does (the X/Y/Z plot stand-in).
         Returns ``scripts.scripts_txt2img`` (or img2img) with its scripts initialized and UI set up."""
         scripts = importlib.import_module("modules.scripts")
         script_callbacks = importlib.import_module("modules.script_callbacks")
         stub_lora = importlib.import_module("modules.stub_lora")
         self.preload(extension_dir, args)
-        scripts.load_scripts([str(Path(extension_dir))])
+        scripts.load_scripts([str(WEBUI_ROOT)] * webui_scripts + [str(Path(extension_dir))])
         stub_lora.register_callbacks()
         script_callbacks.model_loaded_callback(self.sd_model)
         if ui:

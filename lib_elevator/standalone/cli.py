@@ -103,6 +103,9 @@ def _add_output_flags(parser: argparse.ArgumentParser, default_out: str) -> None
     group.add_argument("--crf", type=int, default=18,
                        help="MP4/WEBM constant-rate factor, lower = better (0-51 for MP4, 0-63 for WEBM)")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
+    group.add_argument("--compare", action="store_true",
+                       help="also make the T2V-only and T2I-only videos from the same noise (OUT-t2v, OUT-t2i) and a "
+                            "labelled side-by-side video of all three (OUT-compare); OUT is the elevated video")
 
 
 def _add_prompt_flags(group, required: bool, default: str | None = None) -> None:
@@ -110,6 +113,15 @@ def _add_prompt_flags(group, required: bool, default: str | None = None) -> None
     source.add_argument("--prompt", default=default,
                         help="what the video shows; frame-keyed lines ('0: ...', '32: ...') make it travel")
     source.add_argument("--prompt-file", help="read the prompt (e.g. a multi-line prompt-travel prompt) from a file")
+
+
+def motion_lora_argument(text: str) -> tuple[str, float]:
+    """``FILE`` or ``FILE:WEIGHT`` (a colon inside the path, as in ``C:\\x``, stays part of it)."""
+    path, sep, weight = text.rpartition(":")
+    try:
+        return (path, float(weight)) if sep and path else (text, 1.0)
+    except ValueError:
+        return text, 1.0
 
 
 def _prompt(args) -> str:
@@ -132,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--motion-module", help="AnimateDiff/AnimateLCM motion module (file or diffusers folder)")
     models.add_argument("--t2v-unet3d", help="diffusers UNet3D T2V folder (ZeroScope/ModelScope)")
     models.add_argument("--t2v-lora", help="LoRA applied only in T2V passes (e.g. AnimateLCM_sd15_t2v_lora)")
+    models.add_argument("--motion-lora", action="append", default=[], type=motion_lora_argument,
+                        metavar="FILE[:WEIGHT]", help="AnimateDiff v2 motion LoRA on the motion modules "
+                        "(weight 1 if not given); repeat the flag to add several")
     models.add_argument("--solver", default="auto", choices=("auto", "ddim", "lcm"),
                         help="T2V solver; auto = LCM for AnimateLCM, else DDIM")
     run = generate.add_argument_group("generation")
@@ -179,6 +194,8 @@ class CheckedRun:
 def _check_common(args, settings: GenerationSettings) -> CheckedRun:
     """Parameters fitted to the step count (the user's own flags held fixed), the prompt and the output plan."""
     given = _given(args, ElevatorParams)
+    if args.compare:  # all three modes: the parameters must suit the elevator
+        given = {**given, "mode": "elevate"}
     params, notes = ElevatorParams(**given).fitted_to_steps(settings.steps, keep=given)
     prompt = _prompt(args)
     parse_prompt_travel(prompt, params.frames)
@@ -214,24 +231,46 @@ def _report_notes(checked: CheckedRun) -> None:
         print(f"note: {note}")
 
 
-def _report(result, started: float, written) -> None:
-    passes = result.counter.passes
-    print("UNet passes (F-frame):", ", ".join(f"{stage} {count:g}" for stage, count in passes.items()),
-          f"= {result.counter.total:g} (reused {result.counter.reused})")
-    print(f"sampling {result.seconds:.1f}s, total {time.perf_counter() - started:.1f}s")
+def _report(results: dict, started: float, written) -> None:
+    for mode, result in results.items():
+        passes = result.counter.passes
+        print(f"{mode}: UNet passes (F-frame):", ", ".join(f"{stage} {count:g}" for stage, count in passes.items()),
+              f"= {result.counter.total:g} (reused {result.counter.reused}); sampling {result.seconds:.1f}s")
+    if len(results) > 1:
+        print(f"all modes: {sum(r.counter.total for r in results.values()):g} UNet passes")
+    print(f"total {time.perf_counter() - started:.1f}s")
     for path in written:
         print(f"wrote {path}")
 
 
-def _write(result, checked: CheckedRun, text: str):
+def _run_and_write(pipe, checked: CheckedRun, args, negative: str, text, started: float, **options) -> None:
+    """Generate (one mode, or all three with ``--compare``), write every video and report the cost.
+
+    ``text(params)`` is the infotext of a video made with ``params``.
+    """
+    from ..compare import COMPARE_SUFFIX, side_by_side
     from ..video import save_video, tensor_to_uint8_frames
+    from .pipeline import generate, generate_comparison
 
-    return save_video(tensor_to_uint8_frames(result.images), checked.outputs, fps=result.params.fps, parameters=text)
+    kwargs = dict(disable_progress=True if args.quiet else None, **dataclasses.asdict(checked.settings), **options)
+    if args.compare:
+        results = generate_comparison(pipe, checked.prompt, negative, params=checked.params, **kwargs)
+    else:
+        results = {checked.params.mode: generate(pipe, checked.prompt, negative, params=checked.params, **kwargs)}
+    frames = {mode: tensor_to_uint8_frames(result.images) for mode, result in results.items()}
+    stem = checked.outputs.stem
 
+    def plan(suffix: str):
+        return dataclasses.replace(checked.outputs, stem=stem.with_name(stem.name + suffix))
 
-def _generate_kwargs(checked: CheckedRun, args) -> dict:
-    return dict(params=checked.params, disable_progress=True if args.quiet else None,
-                **dataclasses.asdict(checked.settings))
+    outputs = [(frames[mode], plan(f"-{mode}" if args.compare and mode != "elevate" else ""), text(result.params))
+               for mode, result in results.items()]
+    if args.compare:
+        outputs.append((side_by_side(frames), plan(COMPARE_SUFFIX), text(results["elevate"].params)))
+    written = []
+    for video, target, parameters in outputs:
+        written += save_video(video, target, fps=checked.params.fps, parameters=parameters)
+    _report(results, started, written)
 
 
 def check_generate_models(args, checked: CheckedRun):
@@ -261,16 +300,16 @@ def run_generate(args) -> None:
     checked = check_generate(args)
     device = check_generate_models(args, checked)
     from .files import load_pipeline
-    from .pipeline import generate
 
     _report_notes(checked)
     pipe = load_pipeline(args.checkpoint, motion_module=args.motion_module, t2v_unet3d=args.t2v_unet3d,
                          t2v_lora=args.t2v_lora, config_dir=args.config_dir, solver=args.solver, device=device,
-                         dtype=args.dtype)
-    result = generate(pipe, checked.prompt, args.negative_prompt, check_memory=not args.skip_memory_check,
-                      **_generate_kwargs(checked, args))
-    text = infotext(checked.prompt, args.negative_prompt, checked.settings, result.params, pipe.t2v.description)
-    _report(result, started, _write(result, checked, text))
+                         dtype=args.dtype, motion_loras=args.motion_lora)
+
+    def text(params):
+        return infotext(checked.prompt, args.negative_prompt, checked.settings, params, pipe.t2v.description)
+
+    _run_and_write(pipe, checked, args, args.negative_prompt, text, started, check_memory=not args.skip_memory_check)
 
 
 def demo_pipeline(base: str, motion: str | None):
@@ -295,18 +334,18 @@ def run_demo(args) -> None:
     checked = check_demo(args)
     import torch
 
-    from .pipeline import generate
-
     _report_notes(checked)
     torch.set_num_threads(1)  # toy-sized layers: threading costs more than it gains
     pipe, label = demo_pipeline(args.base, args.motion)
     settings, params = checked.settings, checked.params
     print(f"tiny models built in {time.perf_counter() - started:.1f}s; tiny {label} ({pipe.t2v.solver} T2V), "
           f"{params.frames} frames, {settings.steps} steps, {settings.width}x{settings.height}")
-    prompt, negative = checked.prompt, "static"
-    result = generate(pipe, prompt, negative, check_memory=False, **_generate_kwargs(checked, args))
-    text = infotext(prompt, negative, settings, result.params, f"tiny {label}")
-    _report(result, started, _write(result, checked, text))
+    negative = "static"
+
+    def text(video_params):
+        return infotext(checked.prompt, negative, settings, video_params, f"tiny {label}")
+
+    _run_and_write(pipe, checked, args, negative, text, started, check_memory=False)
 
 
 def _quiet_libraries() -> None:

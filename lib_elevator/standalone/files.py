@@ -24,6 +24,7 @@ from ..motion import (
 )
 from ..motion.convert import read_adapter_config
 from ..motion.detect import describe_diffusers_config
+from ..motion.motion_lora import fit_problem, load_motion_lora
 from ..schedules import SD_SCHEDULE, VPSchedule
 from .conditioning import SDXLTextEncoder
 from .pipeline import (
@@ -344,9 +345,20 @@ def load_unet3d_t2v(folder: str | Path, dtype: torch.dtype = torch.float32, solv
     return t2v
 
 
+def load_motion_loras(motion_loras, info: MotionModuleInfo, motion_name: str, adapter) -> tuple:
+    """``(MotionLora, weight)`` for ``(file, weight)`` pairs, each refused if it does not fit the motion module."""
+    loaded = tuple((load_motion_lora(file), float(weight)) for file, weight in motion_loras)
+    for lora, _ in loaded:
+        problem = fit_problem(lora, info, motion_name, adapter)
+        if problem:
+            raise MotionModelError(problem[0].upper() + problem[1:] + ".")
+    return loaded
+
+
 def load_pipeline(checkpoint, *, motion_module=None, t2v_unet3d=None, t2v_lora=None, config_dir=None,
-                  solver: str = "auto", device="cpu", dtype=torch.float32) -> ElevatorPipeline:
-    """Everything ``generate`` needs, from disk. Exactly one T2V source must be given.
+                  solver: str = "auto", device="cpu", dtype=torch.float32, motion_loras=()) -> ElevatorPipeline:
+    """Everything ``generate`` needs, from disk. Exactly one T2V source must be given; ``motion_loras``
+    ((file, weight) pairs of AnimateDiff v2 motion LoRAs) need a motion module.
 
     Every argument, path and file header is checked first (``inspect_model_files``); the motion
     model is read and checked before the T2I, so a wrong or too-short one costs no T2I load.
@@ -358,11 +370,16 @@ def load_pipeline(checkpoint, *, motion_module=None, t2v_unet3d=None, t2v_lora=N
                                 config_dir=config_dir, solver=solver)
     lora_state = load_weights_file(t2v_lora) if t2v_lora is not None else None
     motion = None
+    if motion_loras and motion_module is None:
+        raise ModelFilesError("motion LoRAs (--motion-lora) need a motion module (--motion-module), not a UNet3D T2V")
     if motion_module is not None:
         motion = load_motion_adapter(motion_module, lambda info: check_motion_fits(info, files.unet_config))
+        loaded_loras = load_motion_loras(motion_loras, motion[1], Path(motion_module).name, motion[0])
     t2i = load_t2i(checkpoint, config_dir, dtype)
     if motion is not None:
         t2v = motion_t2v(*motion, t2i.unet, solver, lora_state)
+        t2v.motion_loras = loaded_loras
+        t2v.description = t2v.description[:-1] + "".join(f", {lora.name}:{w:g}" for lora, w in loaded_loras) + ")"
     else:
         t2v = load_unet3d_t2v(t2v_unet3d, dtype, solver)
         t2v.lora = lora_state

@@ -20,16 +20,21 @@ import torch
 
 from ..attention import inflated
 from ..context import resolve_context, windowed
-from ..lora import GatedLora
+from ..compare import COMPARE_ORDER
+from ..lora import AlwaysOn, GatedLora
 from ..motion.inject import MotionInjection, T2VSwitch, positional_limit
+from ..motion.motion_lora import MotionLoras
 from ..motion.groupnorm import PerFrameNorm
 from ..noise import mixed_noise
 from ..params import ElevatorParams, GenerationSettings, ParamError
 from ..prompt_travel import interpolate_conditioning, parse_prompt_travel
 from ..sampler import PassCounter, sample_elevator
+from ..t2v_sampler import sample_t2v, t2v_timesteps_and_sigmas
 from ..schedules import ANIMATEDIFF_SCHEDULE, SD_SCHEDULE, VPSchedule, c_in, ddim_sigmas
 from .conditioning import TextConditioning
 from .resources import ModelShape, RunSize, available_bytes, check_memory
+
+LCM_MAX_STEPS = 50  # AnimateLCM's ladder has 50 original steps
 
 # (z [G·F, C, h, w], t, conditioning with a row per frame [G·F], frames F) -> model output (ε or v) [G·F, C, h, w]
 EpsModel = Callable[[torch.Tensor, torch.Tensor, TextConditioning, int], torch.Tensor]
@@ -145,10 +150,6 @@ class TextEncoder:
         return self.model(ids.to(self.model.device))[0]
 
 
-class _AlwaysOn:
-    active = True
-
-
 @dataclass
 class SeparateT2V:
     """A T2V with its own UNet (a ``UNetMotionModel`` copy, or a UNet3D with its own CLIP)."""
@@ -160,6 +161,7 @@ class SeparateT2V:
     text_encoder: TextEncoder | None = None
     description: str = ""
     lora: dict | None = None  # a T2V-only LoRA state dict (e.g. AnimateLCM's t2v LoRA)
+    motion_loras: tuple = ()  # (MotionLora, weight) pairs, for a UNetMotionModel
 
     @property
     def frame_limit(self) -> int | None:
@@ -171,7 +173,9 @@ class SeparateT2V:
         if params.motion_norm == "per_frame":
             stack.enter_context(PerFrameNorm(self.modules[:1]))
         if self.lora is not None:
-            stack.enter_context(GatedLora(self.modules[0], self.lora, _AlwaysOn(), params.t2v_lora_scale))
+            stack.enter_context(GatedLora(self.modules[0], self.lora, AlwaysOn(), params.t2v_lora_scale))
+        if self.motion_loras:
+            stack.enter_context(MotionLoras(self.modules[0], self.motion_loras))
         return self.eps_model
 
 
@@ -190,6 +194,7 @@ class InjectedMotionT2V:
     description: str = "motion modules in the T2I UNet"
     lora: dict | None = None  # a T2V-only LoRA state dict (e.g. AnimateLCM's t2v LoRA)
     frame_pooled_spatial_norms: bool = False
+    motion_loras: tuple = ()  # (MotionLora, weight) pairs, hooked on the adapter's motion modules
     text_encoder = None
 
     @classmethod
@@ -213,6 +218,8 @@ class InjectedMotionT2V:
                                             motion_norm=params.motion_norm))
         if self.lora is not None:
             stack.enter_context(GatedLora(t2i_unet, self.lora, switch, params.t2v_lora_scale))
+        if self.motion_loras:
+            stack.enter_context(MotionLoras(self.adapter, self.motion_loras))
         per_frame = unet2d_eps(t2i_unet)
 
         def eps(z, t, contexts, frames):
@@ -332,14 +339,16 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
              params: ElevatorParams | dict | None = None, width: int = 512, height: int = 512, steps: int = 30,
              cfg_scale: float = 7.5, seed: int | None = 0, latents: torch.Tensor | None = None,
              noise_sampler=None, decode: bool = True, callback=None, disable_progress: bool | None = None,
-             elevate: bool = True, check_memory: bool = True) -> ElevatorResult:
-    """Generate one video. ``latents`` (VP, [F, 4, h, w]) and ``noise_sampler`` override the seed.
+             check_memory: bool = True) -> ElevatorResult:
+    """Generate one video in ``params.mode``. ``latents`` (VP, [F, 4, h, w]) and ``noise_sampler``
+    override the seed.
 
     Every argument is checked before the first UNet call, with the same errors as the CLI. At a
     low step count the parameters left at their defaults are fitted (``ElevatorParams.fitted_to_steps``;
     ``result.notes`` says what changed); values a caller changed from the defaults are kept or refused.
-    ``elevate=False`` runs the same inflated T2I with no refinement (the baseline the elevator is
-    compared with). ``check_memory=False`` skips the peak-memory estimate.
+    Mode ``elevate`` runs VideoElevator; ``t2i`` the same inflated T2I with no refinement (the
+    baseline the elevator is compared with); ``t2v`` the T2V alone on its own ladder (its solver,
+    ``t2v_cfg_scale``) from the same initial latents. ``check_memory=False`` skips the peak-memory estimate.
     """
     params = as_params(params)
     settings = GenerationSettings(width=width, height=height, steps=steps, cfg_scale=cfg_scale,
@@ -347,11 +356,9 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
     for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
         if not isinstance(text, str):
             raise ParamError(name, text, "text")
-    notes = []
-    if elevate:
-        params, notes = params.fitted_to_steps(settings.steps, keep=params.non_default_fields())
-    else:
-        params = dataclasses.replace(params, refine_at=())
+    params, notes = params.fitted_to_steps(settings.steps, keep=params.non_default_fields())
+    if params.mode == "t2v" and pipe.t2v.solver == "lcm" and settings.steps > LCM_MAX_STEPS:
+        raise ParamError("steps", settings.steps, f"the LCM solver takes at most {LCM_MAX_STEPS} steps in mode t2v")
     width, height, steps, cfg_scale = settings.width, settings.height, settings.steps, settings.cfg_scale
     seed = settings.seed if seed is not None else None
     device = next(pipe.unet.parameters()).device
@@ -378,8 +385,6 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
     t2v_cond, t2v_uncond = ((encode_prompt(t2v_text, prompt, params), t2v_text(negative_prompt)) if t2v_text
                             else (cond, uncond))
     t2v_prediction = "epsilon" if t2v_text else pipe.prediction_type
-    sigmas = ddim_sigmas(pipe.t2i_schedule, steps)
-    x = latents.to(device, torch.float32) / c_in(float(sigmas[0]))
     device_noise = (lambda s, sn, inner=noise_sampler: inner(s, sn).to(device)) if noise_sampler else None
     counter = PassCounter()
     started = time.perf_counter()
@@ -392,14 +397,34 @@ def generate(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
         t2v = windowed(EpsDenoiser(t2v_eps, pipe.t2v.schedule, t2v_cond, t2v_uncond, params.t2v_cfg_scale, frames,
                                    solver=pipe.t2v.solver, dtype=dtype, prediction_type=t2v_prediction),
                        context, frames)
-        x = sample_elevator(t2i, t2v, x, sigmas, params, callback=callback, disable=disable_progress,
-                            noise_sampler=device_noise, counter=counter)
-    final = x * c_in(float(sigmas[-1]))
+        if params.mode == "t2v":
+            timesteps, sigmas = t2v_timesteps_and_sigmas(pipe.t2v.schedule, pipe.t2v.solver, steps)
+            x = latents.to(device, torch.float32) / c_in(sigmas[0])
+            x = sample_t2v(t2v, x, timesteps, sigmas, callback=callback, disable=disable_progress,
+                           noise_sampler=device_noise, counter=counter)
+        else:
+            sigmas = [float(s) for s in ddim_sigmas(pipe.t2i_schedule, steps)]
+            x = latents.to(device, torch.float32) / c_in(sigmas[0])
+            x = sample_elevator(t2i, t2v, x, sigmas, params, callback=callback, disable=disable_progress,
+                                noise_sampler=device_noise, counter=counter)
+    final = x * c_in(sigmas[-1])
     _require_finite(final, "latents", dtype)
     images = pipe.decode(final) if decode else None
     if images is not None:
         _require_finite(images, "decoded frames", dtype)
     return ElevatorResult(final, images, counter, time.perf_counter() - started, params, seed, tuple(notes))
+
+
+def generate_comparison(pipe: ElevatorPipeline, prompt: str, negative_prompt: str = "", *,
+                        params: ElevatorParams | dict | None = None, **options) -> dict[str, ElevatorResult]:
+    """One video per mode (``COMPARE_ORDER``) from the same seed, so the same initial noise.
+
+    ``options`` are ``generate``'s keyword arguments (give a seed, not a stateful ``noise_sampler``);
+    ``params.mode`` is ignored.
+    """
+    params = as_params(params)
+    return {mode: generate(pipe, prompt, negative_prompt, params=dataclasses.replace(params, mode=mode), **options)
+            for mode in COMPARE_ORDER}
 
 
 def _require_finite(values: torch.Tensor, what: str, dtype: torch.dtype) -> None:

@@ -4,10 +4,12 @@ The only module that knows both hosts; the adapters never import it.
 """
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..compare import COMPARE_ORDER
 from ..params import ElevatorParams
 from ..sampler import STAGES, PassCounter
 from .request import ElevatorRequest, MotionModel, refusal_error
@@ -57,14 +59,24 @@ class ElevatorJob:
     request: ElevatorRequest
     motion: MotionModel
     counters: list[PassCounter] = field(default_factory=list)  # one per sampled video
+    modes: list[str] = field(default_factory=list)  # the mode of each counter's video
     videos: list[Path] = field(default_factory=list)  # every file saved, in order
     active: object = None  # the ``ElevatorRun`` of the ``p.sample`` call in progress
+    compared: list[dict] = field(default_factory=list)  # per batch of a comparison: the other modes' latents
+    prompt_loras: list = field(default_factory=list)  # (MotionLora, weight) from the prompt's <lora:…> tags
 
     def summary(self) -> dict:
         """What outlives the request (``p.videoelevator``, the API's ``info``): plain JSON values."""
-        passes = {stage: sum(counter.passes[stage] for counter in self.counters) for stage in STAGES}
-        return {"passes": passes, "reused": sum(counter.reused for counter in self.counters),
-                "videos": [str(path) for path in self.videos]}
+        summary = {"passes": _summed(self.counters), "reused": sum(counter.reused for counter in self.counters),
+                   "videos": [str(path) for path in self.videos]}
+        if self.request.compare:
+            summary["passes_by_mode"] = {
+                mode: _summed([c for c, m in zip(self.counters, self.modes) if m == mode]) for mode in COMPARE_ORDER}
+        return summary
+
+
+def _summed(counters) -> dict:
+    return {stage: sum(counter.passes[stage] for counter in counters) for stage in STAGES}
 
 
 def wrap_sample(p, job: ElevatorJob) -> None:
@@ -72,10 +84,12 @@ def wrap_sample(p, job: ElevatorJob) -> None:
 
     The wrapper holds ``p`` and the job weakly and the class's ``sample`` unbound, so ``p`` and its
     own attribute form no reference cycle. A failure ends the job at once (``postprocess`` will not
-    run): ``p.videoelevator`` then keeps only its summary. The sampler that will run goes into ``p``
-    now, before its prompt schedules are built (``run.elevator_sampler_and_schedule``).
+    run): ``p.videoelevator`` then keeps only its summary. Unless the mode is t2v (the WebUI's own
+    sampler), the sampler that will run goes into ``p`` now, before its prompt schedules are built
+    (``run.elevator_sampler_and_schedule``).
     """
-    p.sampler_name, p.scheduler = elevator_sampler_and_schedule(p.sampler_name, p.scheduler)
+    if job.request.params.mode != "t2v":
+        p.sampler_name, p.scheduler = elevator_sampler_and_schedule(p.sampler_name, p.scheduler)
     p_ref, job_ref = weakref.ref(p), weakref.ref(job)
     earlier = vars(p).get("sample")  # another extension's wrapper, if it came first
 
@@ -92,14 +106,27 @@ def wrap_sample(p, job: ElevatorJob) -> None:
 
 
 def _sample_in_run(p, job: ElevatorJob, earlier, arguments):
-    reasons = refusal_reasons(p, job.request.params, job.motion)  # the checkpoint may have changed
+    """Sample the batch in the request's mode, or once per mode for a comparison (``COMPARE_ORDER``,
+    elevate last, whose latents the WebUI then decodes as usual) from the same noise; the other modes'
+    latents go to ``job.compared``. Motion LoRAs from the prompt join the panel's."""
+    params = job.request.params
+    motion = dataclasses.replace(job.motion, motion_loras=job.motion.motion_loras + tuple(job.prompt_loras))
+    reasons = refusal_reasons(p, params, motion)  # the checkpoint may have changed
     if reasons:
         raise refusal_error("VideoElevator: " + "; ".join(reasons))
-    run = host_for(p.sd_model).Run(p, job.request.params, job.motion, list(arguments[2]))
-    job.active = run
-    try:
-        with run.installed():
-            return earlier(*arguments) if earlier is not None else type(p).sample(p, *arguments)
-    finally:
-        job.active = None
-        job.counters.append(run.counter)
+    latents, noise = {}, None
+    for mode in COMPARE_ORDER if job.request.compare else (params.mode,):
+        run = host_for(p.sd_model).Run(p, dataclasses.replace(params, mode=mode), motion, list(arguments[2]))
+        run.noise = noise
+        job.active = run
+        try:
+            with run.installed():
+                latents[mode] = earlier(*arguments) if earlier is not None else type(p).sample(p, *arguments)
+        finally:
+            job.active = None
+            job.counters.append(run.counter)
+            job.modes.append(mode)
+        noise = run.noise
+    if job.request.compare:
+        job.compared.append({mode: latents[mode] for mode in COMPARE_ORDER if mode != COMPARE_ORDER[-1]})
+    return latents[COMPARE_ORDER[-1] if job.request.compare else params.mode]

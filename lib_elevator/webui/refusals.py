@@ -8,6 +8,7 @@ import re
 from ..lora import lora_fit_problem
 from ..motion import check_fits_unet
 from ..context import resolve_context
+from ..motion.motion_lora import fit_problem
 from ..params import ElevatorParams, ParamError
 from ..prompt_travel import KEYED_LINE
 from .request import MotionModel
@@ -80,6 +81,10 @@ def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | Non
     if params.frames_per_batch:
         reasons.append("frames per batch is not available in the WebUI yet (the WebUI batches the frames itself); "
                        "set it to 0")
+    for lora, _ in motion.motion_loras if motion is not None else ():
+        problem = fit_problem(lora, motion.info, motion.name, motion.adapter)
+        if problem:
+            reasons.append(problem)
     return reasons
 
 

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch
 from ..params import ElevatorParams, ParamError, field_specs
 from ..video import FORMATS
 
-SCRIPT_FIELDS = ("enabled", "motion_model", "t2v_lora", "solver", "formats", "loop")
+SCRIPT_FIELDS = ("enabled", "motion_model", "t2v_lora", "solver", "formats", "loop", "compare", "motion_loras")
 SOLVERS = ("auto", "ddim", "lcm")
 DEFAULT_FORMATS = ("mp4", "gif")
 
@@ -64,6 +65,7 @@ class MotionModel:
     solver: str = "auto"
     lora: dict | None = None
     lora_name: str = ""
+    motion_loras: tuple = ()  # (MotionLora, weight) pairs on the motion modules
 
     @property
     def resolved_solver(self) -> str:
@@ -87,6 +89,20 @@ class ElevatorRequest:
     formats: tuple
     loop: int
     params: ElevatorParams
+    compare: bool = False
+    motion_loras: tuple = ()  # "NAME" or "NAME:weight" entries
+
+    def with_overrides(self, overrides: dict) -> "ElevatorRequest":
+        """This request with some fields replaced (an X/Y/Z plot cell's values), validated as the API's."""
+        if not overrides:
+            return self
+        script_fields = {name: value for name, value in overrides.items() if name in SCRIPT_FIELDS}
+        try:
+            params = ElevatorParams.from_dict({**self.params.to_dict(),
+                                               **{k: v for k, v in overrides.items() if k not in SCRIPT_FIELDS}})
+        except ParamError as error:
+            raise RequestError(str(error)) from None
+        return dataclasses.replace(self, params=params, **script_fields)
 
     @classmethod
     def from_script_args(cls, args) -> "ElevatorRequest":
@@ -113,8 +129,12 @@ class ElevatorRequest:
         loop = values.get("loop", 0)
         if not isinstance(loop, (int, float)) or isinstance(loop, bool) or loop < 0 or loop != int(loop):
             raise RequestError(f"VideoElevator: loop={loop!r} is not allowed; a whole number >= 0 (0 = forever)")
-        enabled = values.get("enabled", False)
-        if not isinstance(enabled, bool):
-            raise RequestError(f"VideoElevator: enabled={enabled!r} is not allowed; true or false")
+        enabled, compare = values.get("enabled", False), values.get("compare", False)
+        for name, value in (("enabled", enabled), ("compare", compare)):
+            if not isinstance(value, bool):
+                raise RequestError(f"VideoElevator: {name}={value!r} is not allowed; true or false")
+        motion_loras = values.get("motion_loras") or ()
+        if isinstance(motion_loras, str):
+            motion_loras = [entry.strip() for entry in motion_loras.split(",") if entry.strip()]
         return cls(enabled, values.get("motion_model") or "", values.get("t2v_lora") or "", solver, formats,
-                   int(loop), params)
+                   int(loop), params, compare, tuple(motion_loras))

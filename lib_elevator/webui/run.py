@@ -182,8 +182,11 @@ class ElevatorRun:
     """One ``p.sample`` call with VideoElevator: installs every patch, samples, removes them.
 
     A host subclass says how: ``_install`` (patches entered on the ExitStack, so all are removed
-    in ``finally``), ``t2i_schedule``, ``t2v_call`` (the context around every T2V call) and
+    in ``finally``), ``t2i_schedule``, ``t2v_call`` (the context around every T2V call),
+    ``t2v_throughout`` (mode t2v: the whole sampling is one T2V run by the host's own sampler) and
     ``single_branch``. ``before_sampling`` runs from the script's ``process_before_every_sampling``.
+    ``noise`` is the WebUI's unit noise for this batch; a comparison hands the first run's noise to
+    the others so every mode starts from the same latents.
     """
 
     p: object
@@ -192,9 +195,38 @@ class ElevatorRun:
     seeds: list
     counter: PassCounter = field(default_factory=PassCounter)
     switch: T2VSwitch = field(init=False)
+    noise: torch.Tensor | None = None
 
     def __post_init__(self):
         self.switch = T2VSwitch(self.params.frames)
+
+    def prior_generator(self) -> torch.Generator:
+        """The generator of the mixed prior's shared noise: seeded from the batch's first seed."""
+        return torch.Generator("cpu").manual_seed((int(self.seeds[0]) ^ NOISE_SEED_SALT) & 0xFFFFFFFF)
+
+    def take_noise(self, p, noise: torch.Tensor) -> None:
+        """Called with the WebUI's noise before sampling: keep it (or use the comparison's) and, in
+        mode t2v, hand the host's sampler the mixed prior (the elevator mixes it itself)."""
+        if self.noise is None:
+            self.noise = noise
+        if self.params.mode == "t2v":
+            p.modified_noise = _mixed_prior(self.noise, self.params.noise_alpha, 1.0, self.prior_generator())
+        elif self.noise is not noise:
+            p.modified_noise = self.noise
+
+    def _count_t2v_passes(self):
+        """The host's sampler calls the UNet itself in mode t2v: count F-frame passes at the first motion module."""
+        first = next(module for name, module in self.motion.adapter.named_modules() if name.endswith("motion_modules.0"))
+        frames = self.params.frames
+
+        def count(module, args):
+            self.counter.add("t2v", args[0].shape[0] // frames)
+
+        return first.register_forward_pre_hook(count)
+
+    def t2v_throughout(self):
+        """A context manager making every UNet call of the host's sampler a T2V call."""
+        raise NotImplementedError
 
     def _install(self, patches: ExitStack) -> None:
         raise NotImplementedError
@@ -230,7 +262,7 @@ class ElevatorRun:
             run.check_ready(model)
             frames = run.params.frames
             extra = extra_args or {}
-            generator = torch.Generator("cpu").manual_seed((int(run.seeds[0]) ^ NOISE_SEED_SALT) & 0xFFFFFFFF)
+            generator = run.prior_generator()
             sigma_max = float(sigmas[0])
             noise_scale = (1 + sigma_max**2) ** 0.5 if shared.opts.sgm_noise_multiplier else sigma_max
             x = _mixed_prior(x, run.params.noise_alpha, noise_scale, generator)
@@ -262,17 +294,25 @@ class ElevatorRun:
 
     @contextmanager
     def installed(self):
-        """Every patch for this sampling call, removed in ``finally`` (the ExitStack unwinds all)."""
+        """Every patch for this sampling call, removed in ``finally`` (the ExitStack unwinds all).
+
+        Modes elevate and t2i sample with ``sample_elevator`` (t2i without refinement); mode t2v keeps
+        the WebUI's own sampler, CFG and Schedule type, with the motion modules on for every call.
+        """
         from modules import sd_samplers
 
         made = []
         with ExitStack() as patches:
             patches.callback(_restore_functions, made)
             self._install(patches)
-            patches.enter_context(_patched(sd_samplers, "create_sampler", _elevator_sampler_factory(
-                sd_samplers.create_sampler, self.sampler_function(), made)))
-            if (self.p.scheduler or AUTOMATIC) == AUTOMATIC and self.p.sampler_noise_scheduler_override is None:
-                patches.enter_context(_patched(self.p, "sampler_noise_scheduler_override", self.paper_ladder))
+            if self.params.mode == "t2v":
+                patches.enter_context(self.t2v_throughout())
+                patches.callback(self._count_t2v_passes().remove)
+            else:
+                patches.enter_context(_patched(sd_samplers, "create_sampler", _elevator_sampler_factory(
+                    sd_samplers.create_sampler, self.sampler_function(), made)))
+                if (self.p.scheduler or AUTOMATIC) == AUTOMATIC and self.p.sampler_noise_scheduler_override is None:
+                    patches.enter_context(_patched(self.p, "sampler_noise_scheduler_override", self.paper_ladder))
             yield
 
 

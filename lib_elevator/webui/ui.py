@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .labels import LABELS
 from .outputs import lora_folders, motion_folders
 from .request import DEFAULT_FORMATS, SOLVERS
 from ..lora import list_t2v_loras
@@ -25,8 +26,7 @@ def _choices(files) -> list:
 def _slider(spec, step):
     meta = spec.metadata
     low = meta["low"] + (step if meta["open_low"] else 0)
-    return gr.Slider(low, meta["high"], value=spec.default, step=step, label=spec.name.replace("_", " "),
-                     info=meta["help"])
+    return gr.Slider(low, meta["high"], value=spec.default, step=step, label=LABELS[spec.name], info=meta["help"])
 
 
 def build_elevator_controls(elem_id) -> dict:
@@ -38,15 +38,20 @@ def build_elevator_controls(elem_id) -> dict:
 
     specs = {spec.name: spec for spec in field_specs()}
     with gr.Row():
-        motion_model = gr.Dropdown(_choices(list_motion_models(motion_folders())), value="", label="Motion model",
+        motion_model = gr.Dropdown(_choices(list_motion_models(motion_folders())), value="", label=LABELS["motion_model"],
                                    info="AnimateDiff v1/v2/v3 or AnimateLCM motion module (the T2V)",
                                    elem_id=elem_id("motion_model"))
         refresh = gr.Button("\U0001f504", elem_id=elem_id("refresh"), scale=0, min_width=40)
     with gr.Row():
+        mode = gr.Radio(list(specs["mode"].metadata["choices"]), value=DEFAULTS.mode, label=LABELS["mode"],
+                        info=specs["mode"].metadata["help"], elem_id=elem_id("mode"))
+        compare = gr.Checkbox(False, label=LABELS["compare"], elem_id=elem_id("compare"),
+                              info="same seed and noise; the player shows the three side by side")
+    with gr.Row():
         frames = _slider(specs["frames"], 1)
         fps = _slider(specs["fps"], 1)
     with gr.Row():
-        refine_at = gr.Textbox(", ".join(f"{v:g}" for v in DEFAULTS.refine_at), label="refine at",
+        refine_at = gr.Textbox(", ".join(f"{v:g}" for v in DEFAULTS.refine_at), label=LABELS["refine_at"],
                                info=specs["refine_at"].metadata["help"], elem_id=elem_id("refine_at"))
         t2v_steps = _slider(specs["t2v_steps"], 1)
         t2v_cfg_scale = _slider(specs["t2v_cfg_scale"], 0.5)
@@ -54,19 +59,23 @@ def build_elevator_controls(elem_id) -> dict:
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             filter_shape = gr.Dropdown(list(specs["filter"].metadata["choices"]), value=DEFAULTS.filter,
-                                       label="filter", info=specs["filter"].metadata["help"])
+                                       label=LABELS["filter"], info=specs["filter"].metadata["help"])
             d_s = _slider(specs["d_s"], 0.05)
             butterworth_order = _slider(specs["butterworth_order"], 1)
             noise_alpha = _slider(specs["noise_alpha"], 0.1)
         with gr.Row():
-            correction = gr.Checkbox(DEFAULTS.correction, label="inversion correction",
+            correction = gr.Checkbox(DEFAULTS.correction, label=LABELS["correction"],
                                      info=specs["correction"].metadata["help"])
-            solver = gr.Radio(list(SOLVERS), value="auto", label="T2V solver",
+            solver = gr.Radio(list(SOLVERS), value="auto", label=LABELS["solver"],
                               info="auto = LCM for AnimateLCM, DDIM for AnimateDiff")
             motion_norm = gr.Radio(list(specs["motion_norm"].metadata["choices"]), value=DEFAULTS.motion_norm,
-                                   label="motion norm", info=specs["motion_norm"].metadata["help"])
+                                   label=LABELS["motion_norm"], info=specs["motion_norm"].metadata["help"])
         with gr.Row():
-            t2v_lora = gr.Dropdown(_choices(list_t2v_loras(lora_folders())), value="", label="T2V LoRA",
+            motion_loras = gr.Textbox("", label=LABELS["motion_loras"], elem_id=elem_id("motion_loras"),
+                                      info="AnimateDiff v2 camera LoRAs as NAME or NAME:weight, comma-separated "
+                                           "(or write <lora:NAME:weight> in the prompt)")
+        with gr.Row():
+            t2v_lora = gr.Dropdown(_choices(list_t2v_loras(lora_folders())), value="", label=LABELS["t2v_lora"],
                                    info="applied only in T2V passes, e.g. AnimateLCM_sd15_t2v_lora")
             t2v_lora_scale = _slider(specs["t2v_lora_scale"], 0.05)
     with gr.Accordion("Long video", open=False):
@@ -74,24 +83,24 @@ def build_elevator_controls(elem_id) -> dict:
                     "windows** of *context length* frames (0 = 16, capped by the motion model); *closed loop* "
                     "wraps the last windows onto the first frames for a seamless loop.")
         with gr.Row():
-            context = gr.Checkbox(DEFAULTS.context, label="context windows", info=specs["context"].metadata["help"])
-            closed_loop = gr.Checkbox(DEFAULTS.closed_loop, label="closed loop",
+            context = gr.Checkbox(DEFAULTS.context, label=LABELS["context"], info=specs["context"].metadata["help"])
+            closed_loop = gr.Checkbox(DEFAULTS.closed_loop, label=LABELS["closed_loop"],
                                       info=specs["closed_loop"].metadata["help"])
             context_fuse = gr.Dropdown(list(specs["context_fuse"].metadata["choices"]), value=DEFAULTS.context_fuse,
-                                       label="window fuse", info=specs["context_fuse"].metadata["help"])
+                                       label=LABELS["context_fuse"], info=specs["context_fuse"].metadata["help"])
         with gr.Row():
             context_length = _slider(specs["context_length"], 1)
             context_overlap = _slider(specs["context_overlap"], 1)
             context_stride = _slider(specs["context_stride"], 1)
             frames_per_batch = _slider(specs["frames_per_batch"], 1)
             prompt_interpolation = gr.Dropdown(list(specs["prompt_interpolation"].metadata["choices"]),
-                                               value=DEFAULTS.prompt_interpolation, label="prompt interpolation",
+                                               value=DEFAULTS.prompt_interpolation, label=LABELS["prompt_interpolation"],
                                                info=specs["prompt_interpolation"].metadata["help"])
     with gr.Row():
         default_formats = shared.opts.data.get("videoelevator_formats", list(DEFAULT_FORMATS))
-        formats = gr.CheckboxGroup(list(FORMATS), value=default_formats, label="Save as",
+        formats = gr.CheckboxGroup(list(FORMATS), value=default_formats, label=LABELS["formats"],
                                    info="GIF/WEBP show in the gallery; PNG = every frame")
-        loop = gr.Number(0, label="loop (0 = forever)", precision=0, info="GIF/WEBP loop count")
+        loop = gr.Number(0, label=LABELS["loop"], precision=0, info="GIF/WEBP loop count")
 
     def refresh_lists():
         return (gr.update(choices=_choices(list_motion_models(motion_folders()))),
@@ -99,6 +108,7 @@ def build_elevator_controls(elem_id) -> dict:
 
     refresh.click(refresh_lists, inputs=[], outputs=[motion_model, t2v_lora])
     return {
+        "mode": mode, "compare": compare, "motion_loras": motion_loras,
         "motion_model": motion_model, "t2v_lora": t2v_lora, "solver": solver, "formats": formats, "loop": loop,
         "frames": frames, "refine_at": refine_at, "t2v_steps": t2v_steps, "t2v_cfg_scale": t2v_cfg_scale,
         "filter": filter_shape, "d_s": d_s, "d_t": d_t, "butterworth_order": butterworth_order,

@@ -21,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from ...attention import Inflation
 from ...lora import GatedLora
 from ...motion.inject import MotionInjection, Offload
+from ...motion.motion_lora import MotionLoras
 from ...params import ElevatorParams
 from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
 from .. import refusals, run
@@ -83,6 +84,21 @@ def swapped_sigmas(inner_model, schedule: VPSchedule):
         inner_model.sigmas, inner_model.log_sigmas = sigmas, log_sigmas
 
 
+@contextmanager
+def swapped_alphas_cumprod(sd_model, schedule: VPSchedule):
+    names = [name for name in ("alphas_cumprod", "alphas_cumprod_original") if hasattr(sd_model, name)]
+    originals = {name: getattr(sd_model, name) for name in names}
+    table = originals["alphas_cumprod"]
+    replacement = schedule.alphas_cumprod.to(table.device, table.dtype)
+    try:
+        for name in names:
+            setattr(sd_model, name, replacement)
+        yield
+    finally:
+        for name, value in originals.items():
+            setattr(sd_model, name, value)
+
+
 class A1111Run(run.ElevatorRun):
     """Hooks on the shared ldm UNet for the duration of ``p.sample``."""
 
@@ -95,6 +111,8 @@ class A1111Run(run.ElevatorRun):
         if self.motion.lora is not None:
             patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale,
                                             store_on=offload.device if offload else None))
+        if self.motion.motion_loras:
+            patches.enter_context(MotionLoras(self.motion.adapter, self.motion.motion_loras))
 
     def t2i_schedule(self) -> VPSchedule:
         return VPSchedule("checkpoint", self.p.sd_model.alphas_cumprod)
@@ -102,6 +120,15 @@ class A1111Run(run.ElevatorRun):
     @contextmanager
     def t2v_call(self, model, frames: int):
         with self.switch.on(frames), self.inflation.paused(), swapped_sigmas(model.inner_model, ANIMATEDIFF_SCHEDULE):
+            yield
+
+    @contextmanager
+    def t2v_throughout(self):
+        """Motion on, inflation off and the motion model's ᾱ table in the checkpoint for the whole
+        sampling: the sampler the WebUI creates inside ``p.sample`` builds its σ ladder (and DDIM/PLMS/
+        UniPC their ᾱ) from ``sd_model.alphas_cumprod``. ``alphas_cumprod_original`` is swapped too, as
+        the WebUI resets from it; both original tensors are put back."""
+        with self.switch.on(), self.inflation.paused(), swapped_alphas_cumprod(self.p.sd_model, ANIMATEDIFF_SCHEDULE):
             yield
 
     @property

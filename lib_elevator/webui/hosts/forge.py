@@ -27,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 
 from ...attention import first_frame_context
 from ...lora import GatedLora
+from ...motion.motion_lora import MotionLoras
 from ...motion.inject import T2VSwitch, plan_motion_slots, positional_limit, run_motion_module
 from ...motion.groupnorm import PerFrameNorm
 from ...params import ElevatorParams
@@ -153,6 +154,8 @@ class ForgeRun(run.ElevatorRun):
             store_on = self.p.sd_model.forge_objects.unet.offload_device if low_vram else None
             patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale,
                                             store_on=store_on))
+        if self.motion.motion_loras:
+            patches.enter_context(MotionLoras(self.motion.adapter, self.motion.motion_loras))
         patches.callback(self._hand_back_unet)
 
     def _release_motion_modules(self) -> None:
@@ -204,6 +207,13 @@ class ForgeRun(run.ElevatorRun):
     @contextmanager
     def t2v_call(self, model, frames: int):
         with self.switch.on(frames), t2v_sigmas(self._sampling_unet(model).model.predictor):
+            yield
+
+    @contextmanager
+    def t2v_throughout(self):
+        """Motion on for every call and the motion model's σ table in the predictor the sampler's
+        ladder and σ→t come from (the clones share it); attn1 is plain self-attention while on."""
+        with self.switch.on(), t2v_sigmas(self.p.sd_model.forge_objects.unet.model.predictor):
             yield
 
     def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):

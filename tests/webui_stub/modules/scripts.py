@@ -160,8 +160,12 @@ def basedir():
 
 @dataclass
 class _Registered:
+    """As the WebUI's ``ScriptClassData``: the class, its file, its extension folder and the loaded module."""
+
     script_class: type
     path: str
+    basedir: str
+    module: object
 
 
 scripts_data: list[_Registered] = []
@@ -198,7 +202,7 @@ def load_scripts(extension_dirs=None):
             finally:
                 sys.path = saved_sys_path
                 current_basedir = paths.script_path
-            scripts_data.extend(_Registered(obj, path) for obj in vars(module).values()
+            scripts_data.extend(_Registered(obj, path, extension_dir, module) for obj in vars(module).values()
                                 if isinstance(obj, type) and issubclass(obj, Script) and obj is not Script)
 
     scripts_txt2img = ScriptRunner()
