@@ -13,7 +13,7 @@ from lib_elevator.motion.motion_lora import MotionLora, fit_problem, load_motion
 from lib_elevator.params import ElevatorParams
 from lib_elevator.standalone.cli import main
 from lib_elevator.standalone.pipeline import ElevatorPipeline, InjectedMotionT2V, TextEncoder, generate
-from test_standalone import cli_args, model_files  # noqa: F401  (SD1.5-shaped model files on disk)
+from test_standalone import cli_args  # model_files (SD1.5-shaped model files on disk) comes from conftest
 
 FRAMES, SIZE, STEPS = 2, 64, 8
 PARAMS = dict(frames=FRAMES, refine_at=(6, 3), t2v_steps=2)
