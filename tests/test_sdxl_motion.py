@@ -162,6 +162,17 @@ def test_full_size_random_files_in_both_layouts_load_through_the_safe_loader(tmp
 
 # --- injection: AnimateDiff-SDXL equals diffusers' UNetMotionModel ----------------------------------
 
+def injected_calls(unet, adapter, info, inputs):
+    """The UNet's output before injection, with the motion modules injected but off, and on."""
+    before = snapshot(unet, inputs)
+    switch = T2VSwitch(FRAMES)
+    with MotionInjection(unet, adapter, switch, info.frame_pooled_spatial_norms):
+        off = per_frame_call(unet, *inputs)
+        with switch.on():
+            moving = per_frame_call(unet, *inputs)
+    return before, off, moving
+
+
 def test_injected_sdxl_unet_equals_diffusers_unet_motion_model(files, unet):
     adapter, info = load_motion_adapter(files["animatediff_sdxl_beta"][0])
     check_fits_unet(info, SDXL_BLOCK_CHANNELS, 64, 2)
@@ -175,12 +186,7 @@ def test_injected_sdxl_unet_equals_diffusers_unet_motion_model(files, unet):
                              added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
     expected = expected.transpose(1, 2).flatten(0, 1)
 
-    before = snapshot(unet, inputs)
-    switch = T2VSwitch(FRAMES)
-    with MotionInjection(unet, adapter, switch, info.frame_pooled_spatial_norms):
-        off = per_frame_call(unet, *inputs)
-        with switch.on():
-            moving = per_frame_call(unet, *inputs)
+    before, off, moving = injected_calls(unet, adapter, info, inputs)
     assert relative_difference(moving, expected) <= PARITY
     assert relative_difference(before["output"], expected) > 1e-2
     assert torch.equal(off, before["output"])
@@ -292,12 +298,7 @@ def test_injected_hotshot_equals_hotshot_architecture(files, unet, hotshot_expec
     adapter, info = load_motion_adapter(files["hotshotxl"][0])
     assert info.frame_pooled_spatial_norms
     inputs = clip_inputs()
-    before = snapshot(unet, inputs)
-    switch = T2VSwitch(FRAMES)
-    with MotionInjection(unet, adapter, switch, info.frame_pooled_spatial_norms):
-        off = per_frame_call(unet, *inputs)
-        with switch.on():
-            moving = per_frame_call(unet, *inputs)
+    before, off, moving = injected_calls(unet, adapter, info, inputs)
     assert relative_difference(moving, hotshot_expected) <= PARITY
     assert torch.equal(off, before["output"])  # T2I passes: every norm per frame, no motion
     assert_same_snapshot(before, snapshot(unet, inputs))
