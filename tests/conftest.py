@@ -53,7 +53,8 @@ def model_files(tmp_path_factory):
     text_config = CLIPTextConfig(**{**CLIP_TEXT_CONFIG, "hidden_size": TEXT_WIDTH, "projection_dim": TEXT_WIDTH},
                                  vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    randomize_weights(CLIPTextModel(text_config), 7).save_pretrained(checkpoint / "text_encoder")
+    # safetensors on every transformers version (4.30, the WebUI pin, still defaults to pickles)
+    randomize_weights(CLIPTextModel(text_config), 7).save_pretrained(checkpoint / "text_encoder", safe_serialization=True)
     motion = root / "AnimateLCM_sd15_t2v.safetensors"
     motion_files.write_kind("animatelcm_t2v", motion)
     lora = root / "AnimateLCM_sd15_t2v_lora.safetensors"

@@ -162,7 +162,7 @@ def save_sdxl_folder(root, pipe, scheduler=None, **unet_overrides):
     pipe.vae.save_pretrained(root / "vae")
     for i, suffix in enumerate(("", "_2")):
         text.tokenizers[i].save_pretrained(root / f"tokenizer{suffix}")
-        text.models[i].save_pretrained(root / f"text_encoder{suffix}")
+        text.models[i].save_pretrained(root / f"text_encoder{suffix}", safe_serialization=True)
     (root / "scheduler").mkdir()
     config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, **(scheduler or {})}
     (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
