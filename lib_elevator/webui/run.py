@@ -153,8 +153,14 @@ class WebUIDenoiser:
 
     def window(self, indices: list[int]) -> "WebUIDenoiser":
         """This denoiser over the frames ``indices`` only (a T2V context window): the CFGDenoiser
-        gets those frames' rows of the WebUI's batch conditioning."""
-        return replace(self, extra_args=_frame_rows(self.extra_args, indices), frames=len(indices))
+        gets those frames' rows of the WebUI's batch conditioning; its calls count as their share of a
+        pass over the whole clip in the progress bar."""
+        share = len(indices) / self.frames
+
+        def progress(x, denoised, sigma, passes):
+            self.progress(x, denoised, sigma, passes * share)
+
+        return replace(self, extra_args=_frame_rows(self.extra_args, indices), frames=len(indices), progress=progress)
 
     def conditional(self, x, sigma):
         return self._branch(x, sigma, "cond")
