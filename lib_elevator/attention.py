@@ -57,48 +57,69 @@ class _FirstFrameProcessor:
                           attention_mask=attention_mask, temb=temb, **kwargs)
 
 
-class Inflation(Patch):
+class FrameAnchors:
+    """Where each frame's self-attention takes its keys and values from: the first frame of its group.
+
+    Inside ``anchored()`` one UNet pass over a clip may go through the UNet in frame chunks
+    (``frame_chunk``, the first chunk starting at frame 0): the first chunk records the first-frame
+    rows of every attention call, later chunks attend to them. A host may split one pass into several
+    UNet calls (cond and uncond apart): calls are matched to the first chunk's by ``key`` and their
+    order within the chunk, so each keeps its own group's anchor.
+    """
+
+    def __init__(self, frames: int):
+        self.frames = frames
+        self._anchors: dict | None = None  # key → first-frame rows [G, 1, N, C] per call, from the first chunk
+        self._calls: dict = {}  # key → calls made in the current chunk
+        self._chunks = 0  # chunks done in this pass
+
+    def context(self, key, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The attention context of call ``key`` for this batch: its groups' first frames."""
+        if self._anchors is None:
+            return first_frame_context(hidden_states, self.frames)
+        index = self._calls.get(key, 0)
+        self._calls[key] = index + 1
+        recorded = self._anchors.setdefault(key, [])
+        if self._chunks == 0:
+            recorded.append(_grouped(hidden_states, self.frames)[:, :1])
+        elif index >= len(recorded):
+            raise RuntimeError("cross-frame attention: a frame chunk made more attention calls than the first chunk")
+        return first_frame_context(hidden_states, self.frames, recorded[index])
+
+    @contextmanager
+    def anchored(self):
+        """One UNet pass split into frame chunks, the first chunk starting at frame 0."""
+        self._anchors, self._calls, self._chunks = {}, {}, 0
+        try:
+            yield self
+        finally:
+            self._anchors, self._calls = None, {}
+
+    @contextmanager
+    def frame_chunk(self, frames: int):
+        """Batches of ``frames``-frame groups (one chunk of every group) for the duration of a block."""
+        previous, self.frames, self._calls = self.frames, frames, {}
+        try:
+            yield self
+        finally:
+            self.frames = previous
+            self._chunks += 1
+
+
+class Inflation(FrameAnchors, Patch):
     """Installs first-frame attention on a diffusers or ldm UNet; ``remove()`` restores it exactly.
 
-    ``active`` switches it off without uninstalling, for a UNet shared with a T2V pass. Inside
-    ``anchored()`` a clip may go through the UNet in frame chunks (``frame_chunk``): the first
-    chunk, which holds frame 0, records each layer's first-frame rows, later chunks attend to them.
+    ``active`` switches it off without uninstalling, for a UNet shared with a T2V pass; the frame
+    chunks of ``FrameAnchors`` work through it.
     """
 
     what = "cross-frame attention"
 
     def __init__(self, unet: nn.Module, frames: int):
-        super().__init__()
+        FrameAnchors.__init__(self, frames)
+        Patch.__init__(self)
         self.unet = unet
-        self.frames = frames
         self.active = True
-        self._anchors: dict | None = None
-
-    def context(self, layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The attention context of ``layer`` for this batch: its groups' first frames."""
-        if self._anchors is None:
-            return first_frame_context(hidden_states, self.frames)
-        if layer not in self._anchors:
-            self._anchors[layer] = _grouped(hidden_states, self.frames)[:, :1]
-        return first_frame_context(hidden_states, self.frames, self._anchors[layer])
-
-    @contextmanager
-    def anchored(self):
-        """One UNet call split into frame chunks, the first chunk starting at frame 0."""
-        self._anchors = {}
-        try:
-            yield self
-        finally:
-            self._anchors = None
-
-    @contextmanager
-    def frame_chunk(self, frames: int):
-        """Batches of ``frames``-frame groups (one chunk of every group) for the duration of a block."""
-        previous, self.frames = self.frames, frames
-        try:
-            yield self
-        finally:
-            self.frames = previous
 
     def _install(self) -> None:
         diffusers_layers = _self_attention_modules(self.unet, lambda m: hasattr(m, "set_processor"))

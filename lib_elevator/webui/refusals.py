@@ -78,9 +78,6 @@ def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | Non
                            f"for longer clips)")
     if any(KEYED_LINE.match(line) for prompt in prompts for line in prompt.splitlines()):
         reasons.append("prompt travel (frame-keyed prompt lines such as '0: ...') is not available in the WebUI yet")
-    if params.frames_per_batch:
-        reasons.append("frames per batch is not available in the WebUI yet (the WebUI batches the frames itself); "
-                       "set it to 0")
     for lora, _ in motion.motion_loras if motion is not None else ():
         problem = fit_problem(lora, motion.info, motion.name, motion.adapter)
         if problem:

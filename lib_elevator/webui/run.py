@@ -96,9 +96,9 @@ class PassProgress:
 
     def __call__(self, x, denoised, sigma, passes: float) -> None:
         """``passes`` F-frame passes done (a context window's call is a fraction of one)."""
-        before = int(self.done)
+        before = int(self.done + 1e-6)  # window shares (e.g. thirds) need not add up exactly in floats
         self.done += passes
-        for done in range(before + 1, int(self.done) + 1):
+        for done in range(before + 1, int(self.done + 1e-6) + 1):
             if self.callback is not None:
                 self.callback({"x": x, "i": min(done, self.total) - 1, "sigma": sigma, "sigma_hat": sigma,
                                "denoised": denoised})
@@ -110,7 +110,10 @@ class WebUIDenoiser:
 
     CFG calls go through the CFGDenoiser itself (with its step reset to the current T2I step, for
     prompt editing); single-branch calls (correction, inversion) go to the host's
-    ``single_branch(x, σ, "cond"|"uncond", step)``, one F-frame pass each. Interrupt and skip are
+    ``single_branch(extra_args, x, σ, "cond"|"uncond", step)``, one F-frame pass each. With
+    ``frames_per_batch`` every call goes through them ``frames_per_batch`` frames at a time, each chunk
+    with its frames' rows of the batch conditioning and frame 0's attention keys/values held by
+    ``anchors`` (the T2I passes: the one-batch result with bounded memory). Interrupt and skip are
     checked before every call of every stage, so a stop takes effect within one UNet call.
     """
 
@@ -124,6 +127,8 @@ class WebUIDenoiser:
     solver: str = "ddim"
     cond_scale: float | None = None
     around_call: object = nullcontext  # a context for every model call, given its clip length (the T2V's switches)
+    anchors: object = None  # ``attention.FrameAnchors`` of the inflated T2I, for frame chunks
+    frames_per_batch: int = 0
     step: int = 0
 
     def begin_step(self, k: int) -> None:
@@ -132,22 +137,45 @@ class WebUIDenoiser:
     def _sigma_in(self, x, sigma):
         return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
 
+    def _in_chunks(self, x, call) -> list:
+        """``call(x_rows, extra_args)`` (a tuple of tensors or None) over the whole clip, or over frame
+        chunks with frame 0 anchored, the chunks' results joined along the frames."""
+        size = self.frames_per_batch
+        if not size or size >= self.frames:
+            return list(call(x, self.extra_args))
+        parts = []
+        with self.anchors.anchored():
+            for start in range(0, self.frames, size):
+                indices = list(range(start, min(start + size, self.frames)))
+                with self.anchors.frame_chunk(len(indices)):
+                    parts.append(call(x[indices], _frame_rows(self.extra_args, indices)))
+        return [None if any(part is None for part in joined) else torch.cat(joined) for joined in zip(*parts)]
+
     def guided(self, x, sigma):
         raise_if_interrupted()  # the hosts' CFGDenoiser checks too; this keeps the promise on any host
-        args = dict(self.extra_args)
-        if self.cond_scale is not None:
-            args["cond_scale"] = self.cond_scale
-        self.model.step = self.step
-        with self.around_call(self.frames), self.capture.recording() as capture:
-            denoised = self.model(x, self._sigma_in(x, sigma), **args)
-            cond_rows = capture.rows[: self.frames] if capture.rows is not None else None
+
+        def call(x_rows, extra_args):
+            args = dict(extra_args)
+            if self.cond_scale is not None:
+                args["cond_scale"] = self.cond_scale
+            self.model.step = self.step
+            with self.capture.recording() as capture:
+                denoised = self.model(x_rows, self._sigma_in(x_rows, sigma), **args)
+                return denoised, capture.rows[: x_rows.shape[0]] if capture.rows is not None else None
+
+        with self.around_call(self.frames):
+            denoised, cond_rows = self._in_chunks(x, call)
         self.progress(x, denoised, sigma, 2 * x.shape[0] / self.frames)
         return denoised, cond_rows
 
     def _branch(self, x, sigma, conditioning):
         raise_if_interrupted()
+
+        def call(x_rows, extra_args):
+            return (self.single_branch(extra_args, x_rows, self._sigma_in(x_rows, sigma), conditioning, self.step),)
+
         with self.around_call(self.frames):
-            denoised = self.single_branch(x, self._sigma_in(x, sigma), conditioning, self.step)
+            denoised, = self._in_chunks(x, call)
         self.progress(x, denoised, sigma, x.shape[0] / self.frames)
         return denoised
 
@@ -155,18 +183,21 @@ class WebUIDenoiser:
         """This denoiser over the frames ``indices`` only (a T2V context window): the CFGDenoiser
         gets those frames' rows of the WebUI's batch conditioning; its calls count as their share of a
         pass over the whole clip in the progress bar."""
-        share = len(indices) / self.frames
-
-        def progress(x, denoised, sigma, passes):
-            self.progress(x, denoised, sigma, passes * share)
-
-        return replace(self, extra_args=_frame_rows(self.extra_args, indices), frames=len(indices), progress=progress)
+        return replace(self, extra_args=_frame_rows(self.extra_args, indices), frames=len(indices),
+                       progress=_scaled(self.progress, len(indices) / self.frames))
 
     def conditional(self, x, sigma):
         return self._branch(x, sigma, "cond")
 
     def unconditional(self, x, sigma):
         return self._branch(x, sigma, "uncond")
+
+
+def _scaled(progress, factor: float):
+    """``progress`` with every call's passes multiplied by ``factor``."""
+    def scaled(x, denoised, sigma, passes):
+        progress(x, denoised, sigma, passes * factor)
+    return scaled
 
 
 def _frame_rows(extra_args: dict, indices: list[int]) -> dict:
@@ -189,8 +220,8 @@ class ElevatorRun:
 
     A host subclass says how: ``_install`` (patches entered on the ExitStack, so all are removed
     in ``finally``), ``t2i_schedule``, ``t2v_call`` (the context around every T2V call),
-    ``t2v_throughout`` (mode t2v: the whole sampling is one T2V run by the host's own sampler) and
-    ``single_branch``. ``before_sampling`` runs from the script's ``process_before_every_sampling``.
+    ``t2v_throughout`` (mode t2v: the whole sampling is one T2V run by the host's own sampler),
+    ``single_branch`` and ``anchors``. ``before_sampling`` runs from the script's ``process_before_every_sampling``.
     ``noise`` is the WebUI's unit noise for this batch; a comparison hands the first run's noise to
     the others so every mode starts from the same latents.
     """
@@ -251,6 +282,11 @@ class ElevatorRun:
     def capture(self) -> CondCapture:
         raise NotImplementedError
 
+    @property
+    def anchors(self):
+        """The ``attention.FrameAnchors`` the inflated T2I's first-frame attention reads."""
+        raise NotImplementedError
+
     def before_sampling(self, p) -> None:
         """Nothing to do by default: A1111 patches in ``installed``."""
 
@@ -273,15 +309,19 @@ class ElevatorRun:
             noise_scale = (1 + sigma_max**2) ** 0.5 if shared.opts.sgm_noise_multiplier else sigma_max
             x = _mixed_prior(x, run.params.noise_alpha, noise_scale, generator)
 
-            def branch(x_in, sigma_in, conditioning, step):
-                return run.single_branch(model, extra, x_in, sigma_in, conditioning, step)
+            def branch(extra_args, x_in, sigma_in, conditioning, step):
+                return run.single_branch(model, extra_args, x_in, sigma_in, conditioning, step)
 
             progress = PassProgress(callback, ElevatorPlan.build(len(sigmas) - 1, run.params).passes)
-            t2i = WebUIDenoiser(model, extra, run.t2i_schedule(), frames, branch, run.capture, progress)
-            t2v = windowed(WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, branch, run.capture, progress,
-                                         run.motion.resolved_solver, cond_scale=run.params.t2v_cfg_scale,
-                                         around_call=lambda clip: run.t2v_call(model, clip)),
-                           resolve_context(run.params, run.motion.info.positional_encoding_length), frames)
+            t2i = WebUIDenoiser(model, extra, run.t2i_schedule(), frames, branch, run.capture, progress,
+                                anchors=run.anchors, frames_per_batch=run.params.unet_batch_frames())
+            context = resolve_context(run.params, run.motion.info.positional_encoding_length)
+            # overlapping windows see some frames twice: the bar counts a windowed call as one call, as planned
+            window_frames = frames if context is None else sum(map(len, context.windows(frames)))
+            t2v = windowed(WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, branch, run.capture,
+                                         _scaled(progress, frames / window_frames), run.motion.resolved_solver,
+                                         cond_scale=run.params.t2v_cfg_scale,
+                                         around_call=lambda clip: run.t2v_call(model, clip)), context, frames)
 
             def noise(sigma, sigma_next):
                 return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)

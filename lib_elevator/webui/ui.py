@@ -81,7 +81,8 @@ def build_elevator_controls(elem_id) -> dict:
     with gr.Accordion("Long video", open=False):
         gr.Markdown("Clips longer than the motion model's frame limit run the T2V over overlapping **context "
                     "windows** of *context length* frames (0 = 16, capped by the motion model); *closed loop* "
-                    "wraps the last windows onto the first frames for a seamless loop.")
+                    "wraps the last windows onto the first frames for a seamless loop. *Frames per UNet batch* "
+                    "sends the T2I passes through the UNet that many frames at a time: less memory, same video.")
         with gr.Row():
             context = gr.Checkbox(DEFAULTS.context, label=LABELS["context"], info=specs["context"].metadata["help"])
             closed_loop = gr.Checkbox(DEFAULTS.closed_loop, label=LABELS["closed_loop"],

@@ -135,6 +135,10 @@ class A1111Run(run.ElevatorRun):
     def capture(self) -> run.CondCapture:
         return CAPTURE
 
+    @property
+    def anchors(self) -> Inflation:
+        return self.inflation
+
     def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):
         from modules import prompt_parser
 

@@ -6,11 +6,12 @@ through Forge's own patch API, and never touch the shared torch modules:
 
 - first-frame cross-frame attention: ``set_model_replace_all(…, "attn1")``; each call's batch is
   split into its cond/uncond chunks from ``transformer_options["cond_or_uncond"]``, so whatever
-  batching Forge picks, a frame only attends to the first frame of its own chunk;
+  batching Forge picks, a frame only attends to the first frame of its own chunk (and a clip sent in
+  frame chunks to frame 0's keys and values, kept per layer and chunk kind: ``attention.FrameAnchors``);
 - the motion modules: ``add_block_inner_modifier`` runs each one after the layer AnimateDiff puts
   it after, and ``add_extra_torch_module_during_sampling`` lets Forge's memory management load
   and offload them with the UNet (cast to the UNet's computation dtype first);
-- the clip length: ``set_transformer_option``; the conditional x̂0 of CFG calls: a post-CFG function.
+- the run's token: ``set_transformer_option``; the conditional x̂0 of CFG calls: a post-CFG function.
 
 Around ``p.sample`` (removed in ``finally``): the per-frame motion GroupNorm when asked for, the
 motion modules unloaded to the CPU by Forge's memory management in its low-VRAM states, the
@@ -25,7 +26,7 @@ from __future__ import annotations
 import uuid
 from contextlib import ExitStack, contextmanager
 
-from ...attention import first_frame_context
+from ...attention import FrameAnchors
 from ...lora import GatedLora
 from ...motion.motion_lora import MotionLoras
 from ...motion.inject import T2VSwitch, plan_motion_slots, positional_limit, run_motion_module
@@ -35,7 +36,6 @@ from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
 from .. import refusals, run
 from ..request import MotionModel, VideoElevator
 
-FRAMES_OPTION = "videoelevator_frames"
 RUN_OPTION = "videoelevator_run"
 
 
@@ -78,19 +78,27 @@ def _require_whole_clips(transformer_options: dict, batch: int, frames: int) -> 
                          f"is not whole {frames}-frame clips")
 
 
-def first_frame_attention(switch: T2VSwitch):
-    """The ``attn1`` replacement: q from every frame, k/v from the first frame of its chunk; plain
+def first_frame_attention(switch: T2VSwitch, anchors: FrameAnchors):
+    """The ``attn1`` replacement: q from every frame, k/v from the first frame of its chunk (``anchors``
+    says how many frames a chunk has and, for a clip sent in frame chunks, holds frame 0's); plain
     self-attention during T2V calls. A closure, not a bound method: Forge deep-copies model options
     on every clone, and a bound method would copy the run with them."""
+    import torch
     from backend.attention import attention_function
 
     def attn1(q, k, v, transformer_options):
         heads = transformer_options["n_heads"]
         if switch.active:
             return attention_function(q, k, v, heads)
-        frames = transformer_options[FRAMES_OPTION]
+        frames = anchors.frames
         _require_whole_clips(transformer_options, q.shape[0], frames)
-        return attention_function(q, first_frame_context(k, frames), first_frame_context(v, frames), heads)
+        layer = (transformer_options.get("block"), transformer_options.get("block_index", 0))
+        kinds = transformer_options.get("cond_or_uncond") or [0]
+
+        def context(name, rows):
+            return torch.cat([anchors.context((layer, kind, name), clip) for kind, clip in zip(kinds, rows.split(frames))])
+
+        return attention_function(q, context("k", k), context("v", v), heads)
 
     return attn1
 
@@ -138,6 +146,11 @@ class ForgeRun(run.ElevatorRun):
         self.token = uuid.uuid4().hex
         self.unet_before = None
         self._capture = run.CondCapture()
+        self._anchors = FrameAnchors(self.params.frames)
+
+    @property
+    def anchors(self) -> FrameAnchors:
+        return self._anchors
 
     @property
     def capture(self) -> run.CondCapture:
@@ -178,9 +191,8 @@ class ForgeRun(run.ElevatorRun):
         if next(self.motion.adapter.parameters()).dtype != kmodel.computation_dtype:
             self.motion.adapter.to(dtype=kmodel.computation_dtype)
         unet.add_extra_torch_module_during_sampling(self.motion.adapter, cast_to_unet_dtype=False)
-        unet.set_transformer_option(FRAMES_OPTION, self.params.frames)
         unet.set_transformer_option(RUN_OPTION, self.token)
-        unet.set_model_replace_all(first_frame_attention(self.switch), "attn1")
+        unet.set_model_replace_all(first_frame_attention(self.switch, self._anchors), "attn1")
         unet.add_block_inner_modifier(motion_modifier(slots, self.switch))
         unet.set_model_sampler_post_cfg_function(conditional_recorder(self._capture))
         self.unet_before = objects.unet
