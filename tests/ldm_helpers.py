@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from lib_elevator.lora import diffusers_to_ldm_names
-from lib_elevator.tiny import LATENT_CHANNELS, MOTION_ADAPTER_CONFIG, TEXT_DIM, UNET2D_CONFIG, randomize_weights
+from lib_elevator.tiny import (
+    LATENT_CHANNELS, MOTION_ADAPTER_CONFIG, SDXL_UNET2D_CONFIG, TEXT_DIM, UNET2D_CONFIG, randomize_weights,
+)
 
 SD15_SHAPED_CHANNELS = (32, 64, 128, 128)
 
@@ -31,6 +33,9 @@ SD15_SHAPED_UNET2D_CONFIG = dict(
 SD15_SHAPED_ADAPTER_CONFIG = {
     **MOTION_ADAPTER_CONFIG, "block_out_channels": SD15_SHAPED_CHANNELS, "motion_layers_per_block": 2,
 }
+
+SGM_SHAPED_UNET2D_CONFIG = {**SDXL_UNET2D_CONFIG, "transformer_layers_per_block": 1, "attention_head_dim": 4}
+"""The tiny SDXL UNet with one transformer block per level (ldm's ``UNetModel`` has no per-level depth)."""
 
 UNET_CONFIGS = {"tiny": UNET2D_CONFIG, "sd15_shaped": SD15_SHAPED_UNET2D_CONFIG}
 ADAPTER_CONFIGS = {"tiny": MOTION_ADAPTER_CONFIG, "sd15_shaped": SD15_SHAPED_ADAPTER_CONFIG}
@@ -103,3 +108,26 @@ def run_unet(unet, sample: torch.Tensor, timestep: float, context: torch.Tensor)
         if hasattr(unet, "input_blocks"):
             return unet(sample, timesteps=timesteps, context=context)
         return unet(sample, timesteps, context).sample
+
+
+def sgm_shaped_pair(seed: int = 21):
+    """A diffusers SDXL-shaped UNet and ldm's ``UNetModel`` with the same weights and SDXL's vector input.
+
+    No PyPI package ships ``sgm``; its ``UNetModel`` is ldm's block tree (``input_blocks``/``middle_block``/
+    ``output_blocks`` of ``ResBlock``, ``SpatialTransformer``, ``Downsample``/``Upsample``) plus
+    ``label_emb`` (Linear-SiLU-Linear) on ``y`` = pooled text ⊕ size-id embeddings, which is what
+    ``num_classes="sequential"`` builds there. This stand-in uses one transformer block per level (ldm
+    has no per-level depth).
+    """
+    pytest.importorskip("ldm", reason="needs the ldm package: pip install --no-deps stable-diffusion-sdkit==2.1.5")
+    from ldm.modules.diffusionmodules import openaimodel
+
+    config = SGM_SHAPED_UNET2D_CONFIG
+    unet = diffusers_unet(config, seed)
+    sgm = openaimodel.UNetModel(**ldm_unet_kwargs(config)).eval()
+    state = {k: v for k, v in unet.state_dict().items() if not k.startswith("add_embedding.")}
+    sgm.load_state_dict(ldm_state_dict_from_diffusers(sgm, state), strict=True)
+    embedding = unet.add_embedding
+    sgm.num_classes = "sequential"
+    sgm.label_emb = torch.nn.Sequential(torch.nn.Sequential(embedding.linear_1, torch.nn.SiLU(), embedding.linear_2))
+    return unet, sgm

@@ -22,6 +22,7 @@ from lib_elevator.motion import MotionKind, MotionModelError, check_fits_unet, d
 from lib_elevator.motion import load_motion_adapter, load_weights_file
 from lib_elevator.motion.inject import MotionInjection, T2VSwitch
 from lib_elevator.tiny import SDXL_BLOCK_CHANNELS, tiny_sdxl_unet2d
+from ldm_helpers import sgm_shaped_pair
 
 FRAMES = 3
 GROUPS = 2
@@ -330,32 +331,6 @@ def test_failure_inside_a_t2v_pass_still_restores_the_unet(files, unet):
 
 
 # --- the ldm/sgm UNet tree (A1111's SDXL UNet is sgm's UNetModel, ldm's with per-level depth and a vector input) ----
-
-def sgm_shaped_pair():
-    """A diffusers SDXL-shaped UNet and ldm's ``UNetModel`` with the same weights and SDXL's vector input.
-
-    No PyPI package ships ``sgm``; its ``UNetModel`` is ldm's block tree (``input_blocks``/``middle_block``/
-    ``output_blocks`` of ``ResBlock``, ``SpatialTransformer``, ``Downsample``/``Upsample``) plus
-    ``label_emb`` (Linear-SiLU-Linear) on ``y`` = pooled text ⊕ size-id embeddings, which is what
-    ``num_classes="sequential"`` builds there. This stand-in uses one transformer block per level (ldm
-    has no per-level depth).
-    """
-    pytest.importorskip("ldm", reason="needs the ldm package: pip install --no-deps stable-diffusion-sdkit==2.1.5")
-    from ldm.modules.diffusionmodules import openaimodel
-
-    from ldm_helpers import diffusers_unet, ldm_state_dict_from_diffusers, ldm_unet_kwargs
-    from lib_elevator.tiny import SDXL_UNET2D_CONFIG
-
-    config = {**SDXL_UNET2D_CONFIG, "transformer_layers_per_block": 1, "attention_head_dim": 4}
-    unet = diffusers_unet(config, seed=21)
-    sgm = openaimodel.UNetModel(**ldm_unet_kwargs(config)).eval()
-    state = {k: v for k, v in unet.state_dict().items() if not k.startswith("add_embedding.")}
-    sgm.load_state_dict(ldm_state_dict_from_diffusers(sgm, state), strict=True)
-    embedding = unet.add_embedding
-    sgm.num_classes = "sequential"
-    sgm.label_emb = torch.nn.Sequential(torch.nn.Sequential(embedding.linear_1, torch.nn.SiLU(), embedding.linear_2))
-    return unet, sgm
-
 
 def sgm_call(sgm, diffusers_unet, sample, context, pooled, time_ids):
     vector = torch.cat([pooled, diffusers_unet.add_time_proj(time_ids.flatten()).reshape(GROUPS, -1)], -1)

@@ -165,7 +165,8 @@ class WebUI:
 def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny", attention: str = "sdp",
                host: str = "a1111", device: str = "cpu"):
     """Context-manager form of the ``webui`` fixture (for tests that need two sessions or custom options).
-    ``host``: ``"a1111"`` or ``"forge"``; ``attention`` is the A1111 cross-attention optimization (unused on Forge);
+    ``host``: ``"a1111"`` or ``"forge"``; ``unet_config``: ``"tiny"``, ``"sd15_shaped"`` or ``"sdxl_shaped"`` (the tiny SDXL
+    checkpoint: sgm's ``DiffusionEngine`` on A1111, Forge's ``StableDiffusionXL`` engine); ``attention`` is the A1111 cross-attention optimization (unused on Forge);
     ``device="fake_gpu"`` makes ``devices.device`` the fake GPU of ``tests/fake_gpu.py`` for the session, and the
     model is sent to it the way A1111 loads it (``sd_models.send_model_to_device``: ``--medvram``/``--lowvram``
     set up ``lowvram``'s hooks)."""
@@ -201,9 +202,11 @@ def webui_stub(data_dir, *, commandline_args: str = "", unet_config: str = "tiny
             from backend.nn import unet as forge_unet
 
             forge_unet.install()  # ldm's UNetModel.forward runs the Forge traversal (transformer_options)
-            model = stub_model.build_tiny_forge_model(unet_config)
+            model = (stub_model.build_tiny_forge_sdxl_model() if unet_config == "sdxl_shaped"
+                     else stub_model.build_tiny_forge_model(unet_config))
         else:
-            model = stub_model.build_tiny_sd_model(unet_config)
+            model = (stub_model.build_tiny_sdxl_model() if unet_config == "sdxl_shaped"
+                     else stub_model.build_tiny_sd_model(unet_config))
         sd_models.model_data.set_sd_model(model)
         script_callbacks.model_loaded_callback(model)
         if host == "a1111":  # Forge's sd_hijack is a stub: no attention optimization is applied

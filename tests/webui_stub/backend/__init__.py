@@ -14,7 +14,8 @@ Modules (same import paths as Forge 2):
 - ``nn.unet``                    ``unet_forward``: Forge's UNet traversal with ``transformer_options`` over an ldm UNet
 - ``sampling.condition``         ``compile_conditions`` / ``compile_weighted_conditions`` and the condition objects
 - ``sampling.sampling_function`` cond/uncond batching (``BATCHING`` knob), CFG, ``sampling_prepare`` (``LOADED``)
-- ``diffusion_engine``           ``ForgeObjects``, ``ForgeDiffusionEngine``, ``StableDiffusion`` (SD1)
+- ``diffusion_engine``           ``ForgeObjects``, ``ForgeDiffusionEngine``, ``StableDiffusion`` (SD1),
+                                 ``StableDiffusionXL`` (SDXL, on the sgm-shaped UNet)
 
 The UNet itself is the same tiny ldm ``UNetModel`` the A1111 host runs (Forge's own
 ``IntegratedUNet2DConditionModel`` has the same module tree and names), so both hosts compute the same thing.

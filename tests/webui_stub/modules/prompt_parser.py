@@ -17,7 +17,10 @@ What the samplers and the extension see is kept: the containers ``ScheduledPromp
   tokens are padded by repeating their last token row.
 Simplified: a regular expression instead of a grammar, so only *non-nested* editing/alternation groups
 are recognised (their texts may hold ``(x:1.2)`` emphasis groups); other brackets stay literal text.
-Conditioning is a tensor per prompt (SD1.x style); dict conditioning (SDXL) is not supported.
+Conditioning is a tensor per prompt (SD1.x) or, for SDXL, a dict of tensors (``crossattn`` [tokens, C],
+``vector`` [V]): a model returning a dict gives each schedule entry ``{key: rows[n]}``, and both reconstruct
+functions return a ``DictWithShape`` (a dict whose ``shape`` is its ``crossattn``'s; Forge's also has ``to`` and
+``advanced_indexing``), each key stacked on its own and only token rows padded.
 """
 from __future__ import annotations
 
@@ -136,7 +139,7 @@ def get_learned_conditioning(model, prompts: SdConditioning | list[str], steps, 
             continue
         texts = SdConditioning([text for _, text in schedule], copy_from=prompts)
         rows = model.get_learned_conditioning(texts)
-        encoded[prompt] = [ScheduledPromptConditioning(end, rows[n]) for n, (end, _) in enumerate(schedule)]
+        encoded[prompt] = [ScheduledPromptConditioning(end, _row(rows, n)) for n, (end, _) in enumerate(schedule)]
     return [encoded[prompt] for prompt in prompts]
 
 
@@ -166,7 +169,37 @@ def get_multicond_learned_conditioning(model, prompts, steps, hires_steps=None, 
     return MulticondLearnedConditioning(shape=(len(prompts),), batch=batch)
 
 
+def _row(rows, n):
+    return {key: value[n] for key, value in rows.items()} if isinstance(rows, dict) else rows[n]
+
+
 # --- per-step batches ------------------------------------------------------------------------------
+
+
+class DictWithShape(dict):
+    def __init__(self, x, shape=None):
+        super().__init__()
+        self.update(x)
+
+    @property
+    def shape(self):
+        return self["crossattn"].shape
+
+    def to(self, *args, **kwargs):
+        for key, value in self.items():
+            self[key] = value.to(*args, **kwargs)
+        return self
+
+    def advanced_indexing(self, item):
+        return DictWithShape({key: value[item] for key, value in self.items()})
+
+
+def _stacked(conds, stack):
+    """``stack`` over a list of tensors, or over each key of a list of dicts (→ ``DictWithShape``)."""
+    if not isinstance(conds[0], dict):
+        return stack(conds)
+    return DictWithShape({key: stack([cond[key] for cond in conds]) for key in conds[0]})
+
 
 
 def _cond_at(schedule, current_step):
@@ -182,7 +215,7 @@ def _pad_tokens(tensors):
 
 def reconstruct_cond_batch(c: list[list[ScheduledPromptConditioning]], current_step):
     """The ``[batch, tokens, dim]`` conditioning in effect at ``current_step``."""
-    return torch.stack([_cond_at(schedule, current_step) for schedule in c])
+    return _stacked([_cond_at(schedule, current_step) for schedule in c], torch.stack)
 
 
 def reconstruct_multicond_batch(c: MulticondLearnedConditioning, current_step):
@@ -194,4 +227,4 @@ def reconstruct_multicond_batch(c: MulticondLearnedConditioning, current_step):
             item.append((len(rows), composable.weight))
             rows.append(_cond_at(composable.schedules, current_step))
         conds_list.append(item)
-    return conds_list, _pad_tokens(rows)
+    return conds_list, _stacked(rows, _pad_tokens)

@@ -30,7 +30,10 @@ guided result; ``on_cfg_after_cfg`` may replace it; ``self.step`` advances.
 
 Refiner: the stand-in has one checkpoint, so a refiner that is the loaded model is never switched to (as in
 A1111); one that would be switched to raises ``NotImplementedError``.
-Not provided: SDXL dict conditioning, edit (InstructPix2Pix) and unCLIP models, img2img masks, NGMS (``s_min_uncond`` is accepted and ignored), "skip early CFG", ``pad_cond_uncond_v0``,
+SDXL: the text conditioning is a dict (``DictWithShape``: ``crossattn``, ``vector``); it is joined and sliced key
+by key, padding touches ``crossattn`` only, and ``inner_model`` gets ``{**dict, "c_concat": [image_cond]}`` (A1111's
+``make_condition_dict`` for dict conditioning) instead of ``{"c_crossattn": [t], "c_concat": [...]}``.
+Not provided: edit (InstructPix2Pix) and unCLIP models, img2img masks, NGMS (``s_min_uncond`` is accepted and ignored), "skip early CFG", ``pad_cond_uncond_v0``,
 the negative-prompt/combined live-preview choices and CFG++ bookkeeping.
 """
 import torch
@@ -46,8 +49,24 @@ from modules.script_callbacks import (
 )
 
 
+def catenate_conds(conds):
+    if not isinstance(conds[0], dict):
+        return torch.cat(conds)
+    return {key: torch.cat([cond[key] for cond in conds]) for key in conds[0]}
+
+
+def subscript_cond(cond, a, b):
+    if not isinstance(cond, dict):
+        return cond[a:b]
+    return {key: value[a:b] for key, value in cond.items()}
+
+
 def _lengthen(context, tokens, filler):
-    """``context`` (rows, T, C) extended to ``tokens`` with whole copies of ``filler`` (1, 77, C)."""
+    """``context`` (rows, T, C) extended to ``tokens`` with whole copies of ``filler`` (1, 77, C); a dict's
+    ``crossattn`` only, in place (as A1111's ``pad_cond``)."""
+    if isinstance(context, dict):
+        context["crossattn"] = _lengthen(context["crossattn"], tokens, filler)
+        return context
     chunks = (tokens - context.shape[1]) // filler.shape[1]
     if chunks <= 0:
         return context
@@ -88,7 +107,10 @@ class CFGDenoiser(torch.nn.Module):
         return cond, uncond
 
     def _unet(self, x_in, sigma_in, image_cond_in, rows, context):
-        conditioning = {"c_crossattn": [context], "c_concat": [image_cond_in[rows]]}
+        if isinstance(context, dict):
+            conditioning = {**context, "c_concat": [image_cond_in[rows]]}
+        else:
+            conditioning = {"c_crossattn": [context], "c_concat": [image_cond_in[rows]]}
         return self.inner_model(x_in[rows], sigma_in[rows], cond=conditioning)
 
     def _model_calls(self, n_items, cond, uncond):
@@ -96,12 +118,12 @@ class CFGDenoiser(torch.nn.Module):
         n_cond, n_total = cond.shape[0], cond.shape[0] + uncond.shape[0]
         together = shared.opts.batch_cond_uncond
         if cond.shape[1] == uncond.shape[1]:
-            context = torch.cat([cond, uncond])
+            context = catenate_conds([cond, uncond])
             width = n_total if together else n_items
-            return [(slice(start, min(start + width, n_total)), context[start:start + width])
+            return [(slice(start, min(start + width, n_total)), subscript_cond(context, start, start + width))
                     for start in range(0, n_total, width)]
         width = 2 * n_items if together else n_items
-        calls = [(slice(start, min(start + width, n_cond)), cond[start:start + width])
+        calls = [(slice(start, min(start + width, n_cond)), subscript_cond(cond, start, start + width))
                  for start in range(0, n_cond, width)]
         calls.append((slice(n_cond, n_total), uncond))
         return calls

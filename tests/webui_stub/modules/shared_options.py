@@ -89,6 +89,11 @@ options_templates = {key: OptionInfo(default) for key, default in {
     "eta_noise_seed_delta": 0,
     "always_discard_next_to_last_sigma": False,
     "sgm_noise_multiplier": False,
+    # SDXL conditioning (sd_models_xl.get_learned_conditioning reads them)
+    "sdxl_crop_top": 0,
+    "sdxl_crop_left": 0,
+    "sdxl_refiner_low_aesthetic_score": 2.5,
+    "sdxl_refiner_high_aesthetic_score": 6.0,
     "no_dpmpp_sde_batch_determinism": False,
     "beta_dist_alpha": 0.6,
     "beta_dist_beta": 0.6,

@@ -21,6 +21,23 @@
 
 ``build_tiny_forge_model`` builds the same parts (same seeds, so the same weights) into the Forge 2 engine
 (``backend.diffusion_engine.sd15.StableDiffusion``); its text processing is the chunking encoder above.
+
+SDXL (``build_tiny_sdxl_model``): the shape of the ``sgm.models.diffusion.DiffusionEngine`` A1111 1.10 loads for
+an SDXL checkpoint, after ``sd_models_xl.extend_sdxl`` and the hijack: ``.model`` is sgm's ``OpenAIWrapper``
+(``forward(x, t, c)`` → ``diffusion_model(x, timesteps=t, context=c["crossattn"], y=c["vector"])``, other keys
+such as ``c_concat`` ignored) around the sgm-shaped UNet of ``tests/ldm_helpers.sgm_shaped_pair`` (no PyPI
+package ships ``sgm``); ``.conditioner`` (also ``cond_stage_model``) is sgm's ``GeneralConditioner``: its
+embedders' outputs go to ``"crossattn"`` (3-D, joined on the channels) or ``"vector"`` (2-D, joined on
+the features), embedders whose ``input_key`` is in ``force_zero_embeddings`` give zeros. The embedders are
+the two CLIP text encoders (penultimate hidden states in 75-token chunks; the second also gives its pooled
+projection) and the size/crop embedders (``ConcatTimestepEmbedderND``: each number's sinusoidal embedding,
+flattened). ``get_learned_conditioning(batch)`` is ``sd_models_xl.get_learned_conditioning``: the size from
+``batch.width``/``height`` (1024 when missing), crop from ``opts.sdxl_crop_top/left``, zero text embeddings
+for an all-empty negative prompt, a dict ``{"crossattn", "vector"}`` back. ``apply_model(x, t, cond)`` →
+``model(x, t, cond)``; ``alphas_cumprod`` is SD's scaled-linear table (sgm's ``LegacyDDPMDiscretization``);
+``parameterization`` "eps" (or "v" for a v-prediction checkpoint, given to the builder); ``scale_factor``
+0.13025; ``is_sdxl`` True. ``build_tiny_forge_sdxl_model`` builds the same parts into Forge's
+``backend.diffusion_engine.sdxl.StableDiffusionXL``.
 """
 from __future__ import annotations
 
@@ -167,6 +184,109 @@ class StubLatentDiffusion(nn.Module):
         return contextlib.nullcontext()
 
 
+class FrozenCLIPEmbedderForSDXL(FrozenCLIPEmbedderWithCustomWords):
+    """One SDXL text encoder as A1111 wraps it: 75-token chunks, the penultimate hidden states (no final
+    layer norm); with ``return_pooled`` (the second encoder) also the first chunk's pooled projection."""
+
+    input_key = "txt"
+
+    def __init__(self, wrapped, return_pooled=False):
+        super().__init__(wrapped)
+        self.return_pooled = return_pooled
+
+    def forward(self, texts):
+        batch_chunks = [self.tokenize_line(text) for text in texts]
+        hidden, pooled = [], None
+        for i in range(max(len(chunks) for chunks in batch_chunks)):
+            rows = []
+            for chunks in batch_chunks:
+                chunk = chunks[i] if i < len(chunks) else []
+                rows.append([self.id_start] + chunk + [self.id_end] * (self.chunk_length - len(chunk)) + [self.id_end])
+            outputs = self.wrapped.transformer(input_ids=torch.tensor(rows).to(devices.device), output_hidden_states=True)
+            hidden.append(outputs.hidden_states[-2])
+            if pooled is None and self.return_pooled:
+                pooled = outputs.text_embeds
+        return (torch.hstack(hidden), pooled) if self.return_pooled else torch.hstack(hidden)
+
+
+class ConcatTimestepEmbedderND(nn.Module):
+    """sgm's size/crop embedder: every number of a row embedded sinusoidally (``outdim`` wide), flattened."""
+
+    def __init__(self, input_key, outdim):
+        super().__init__()
+        self.input_key, self.outdim = input_key, outdim
+
+    def forward(self, x):
+        from ldm.modules.diffusionmodules.util import timestep_embedding
+
+        return timestep_embedding(x.flatten(), self.outdim).reshape(x.shape[0], -1)
+
+
+class GeneralConditioner(nn.Module):
+    OUTPUT_KEYS = {2: "vector", 3: "crossattn"}
+    JOIN_DIMS = {"vector": 1, "crossattn": 2}
+
+    def __init__(self, embedders):
+        super().__init__()
+        self.embedders = nn.ModuleList(embedders)
+
+    def forward(self, batch, force_zero_embeddings=None):
+        output = {}
+        for embedder in self.embedders:
+            with torch.no_grad():
+                produced = embedder(batch[embedder.input_key])
+            for embedding in produced if isinstance(produced, (tuple, list)) else (produced,):
+                if embedder.input_key in (force_zero_embeddings or ()):
+                    embedding = torch.zeros_like(embedding)
+                key = self.OUTPUT_KEYS[embedding.dim()]
+                output[key] = embedding if key not in output else torch.cat([output[key], embedding], self.JOIN_DIMS[key])
+        return output
+
+
+class OpenAIWrapper(nn.Module):
+    def __init__(self, diffusion_model):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+        self.conditioning_key = "crossattn"  # set by sd_models_xl.extend_sdxl
+
+    def forward(self, x, t, c, **kwargs):
+        return self.diffusion_model(x, timesteps=t, context=c.get("crossattn"), y=c.get("vector"), **kwargs)
+
+
+class StubDiffusionEngine(StubLatentDiffusion):
+    """sgm's ``DiffusionEngine`` as A1111 1.10 uses an SDXL checkpoint (see the module docstring)."""
+
+    def __init__(self, diffusion_model, first_stage_model, conditioner, checkpoint_filename, parameterization="eps"):
+        super().__init__(diffusion_model, first_stage_model, conditioner, checkpoint_filename)
+        self.model = OpenAIWrapper(diffusion_model)
+        self.conditioner = conditioner
+        self.scale_factor = 0.13025
+        self.parameterization = parameterization
+        self.is_sd1, self.is_sdxl = False, True
+
+    def get_learned_conditioning(self, batch):
+        from modules import shared
+
+        opts = shared.opts
+        width = getattr(batch, "width", 1024) or 1024
+        height = getattr(batch, "height", 1024) or 1024
+        negative = getattr(batch, "is_negative_prompt", False)
+        aesthetic = opts.sdxl_refiner_low_aesthetic_score if negative else opts.sdxl_refiner_high_aesthetic_score
+        rows = len(batch)
+
+        def repeated(*values):
+            return torch.tensor(values, device=devices.device, dtype=devices.dtype).repeat(rows, 1)
+
+        conds = {"txt": batch, "original_size_as_tuple": repeated(height, width),
+                 "crop_coords_top_left": repeated(opts.sdxl_crop_top, opts.sdxl_crop_left),
+                 "target_size_as_tuple": repeated(height, width), "aesthetic_score": repeated(aesthetic)}
+        all_empty = negative and all(text == "" for text in batch)
+        return self.conditioner(conds, force_zero_embeddings=["txt"] if all_empty else [])
+
+    def apply_model(self, x_noisy, t, cond, return_ids=False):
+        return self.model(x_noisy, t, cond)
+
+
 class StubModelConfig:
     """Forge's ``estimated_config`` of the tiny checkpoint (``huggingface_guess``'s SD15 guess)."""
     huggingface_repo = "runwayml/stable-diffusion-v1-5"
@@ -202,6 +322,61 @@ def build_tiny_sd_model(unet_config: str = "tiny", seed: int = 1) -> StubLatentD
     sd_models.send_model_to_device(model)
     with torch.no_grad():
         model.cond_stage_model_empty_prompt = model.get_learned_conditioning([""])
+    return model
+
+
+def _tiny_sdxl_parts(seed):
+    """The sgm-shaped UNet, VAE and both text encoders (each wrapped as A1111 wraps it) of the tiny SDXL checkpoint."""
+    from ldm_helpers import sgm_shaped_pair
+    from lib_elevator.tiny import tiny_text_encoder, tiny_tokenizer, tiny_vae
+
+    _, unet = sgm_shaped_pair(seed)
+    tokenizer = tiny_tokenizer()
+    clip_l = FrozenCLIPEmbedderForSDXL(FrozenCLIPEmbedder(tokenizer, tiny_text_encoder(tokenizer, seed + 1).eval()))
+    clip_g = FrozenCLIPEmbedderForSDXL(FrozenCLIPEmbedder(
+        tokenizer, tiny_text_encoder(tokenizer, seed + 2, with_projection=True).eval()), return_pooled=True)
+    vae = tiny_vae().eval()
+    for frozen in (vae, clip_l, clip_g):
+        frozen.requires_grad_(False)
+    filename = os.path.join(paths.models_path, "Stable-diffusion", "sdxl_shaped.safetensors")
+    return unet.eval(), vae, clip_l, clip_g, filename
+
+
+def size_embedding_width(unet) -> int:
+    """The width each size/crop number is embedded to (SDXL: 256): the UNet's vector minus the pooled text, over 6."""
+    from lib_elevator.tiny import TEXT_DIM
+
+    return (unet.label_emb[0][0].in_features - TEXT_DIM) // 6
+
+
+def build_tiny_sdxl_model(seed: int = 21, parameterization: str = "eps") -> StubDiffusionEngine:
+    """The tiny SDXL checkpoint loaded the A1111 1.10 way (see the module docstring)."""
+    from modules import sd_models
+
+    unet, vae, clip_l, clip_g, filename = _tiny_sdxl_parts(seed)
+    width = size_embedding_width(unet)
+    conditioner = GeneralConditioner([clip_l, clip_g] + [ConcatTimestepEmbedderND(key, width) for key in (
+        "original_size_as_tuple", "crop_coords_top_left", "target_size_as_tuple")])
+    model = StubDiffusionEngine(unet, vae, conditioner, filename, parameterization).eval()
+    sd_models.send_model_to_device(model)
+    with torch.no_grad():
+        model.cond_stage_model_empty_prompt = model.get_learned_conditioning([""])["crossattn"]
+    return model
+
+
+def build_tiny_forge_sdxl_model(seed: int = 21):
+    """The same tiny SDXL checkpoint as a Forge 2 ``StableDiffusionXL`` engine."""
+    from backend.diffusion_engine.sdxl import StableDiffusionXL
+
+    unet, vae, clip_l, clip_g, filename = _tiny_sdxl_parts(seed)
+    components = {"unet": unet, "vae": vae, "text_encoder": clip_l.wrapped, "text_encoder_2": clip_g.wrapped,
+                  "tokenizer": clip_l.wrapped.tokenizer, "tokenizer_2": clip_g.wrapped.tokenizer,
+                  "text_processing_engine_l": clip_l, "text_processing_engine_g": clip_g,
+                  "size_embedding_width": size_embedding_width(unet)}
+    model = StableDiffusionXL(StubModelConfig(), components)
+    model.filename = model.sd_model_checkpoint = filename
+    model.sd_checkpoint_info = CheckpointInfo(filename)
+    model.sd_model_hash = model.sd_checkpoint_info.calculate_shorthash()
     return model
 
 

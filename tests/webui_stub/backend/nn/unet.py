@@ -31,7 +31,10 @@ In a Forge session the fixture calls ``install()``: ldm's ``UNetModel.forward`` 
 ``forge_forward`` — ``(x, timesteps=None, context=None, y=None, control=None, transformer_options=None,
 **kwargs)`` → ``unet_forward`` — so the UNet is called as a module, as Forge calls its own UNet, and hooks
 on ``diffusion_model`` fire; ``uninstall()`` puts ldm's forward back, ``ldm_forward(unet, ...)`` calls it.
-Not provided: ControlNet (``control`` must be None), ``group_norm_wrapper``, class-conditional ``y``.
+SDXL: a UNet with ``num_classes`` adds ``label_emb(y)`` to the timestep embedding (``y`` = the condition's
+``vector``, one row per batch row), as Forge's UNet does; ``Timestep(dim)`` is the sinusoidal embedder the
+SDXL engine embeds the size/crop numbers with.
+Not provided: ControlNet (``control`` must be None), ``group_norm_wrapper``, integer class labels.
 """
 import torch
 from ldm.modules.attention import SpatialTransformer
@@ -148,13 +151,17 @@ def unet_forward(unet, x, timesteps=None, context=None, y=None, control=None, tr
     written to (block names, indices) like Forge's."""
     if control is not None:
         raise NotImplementedError("ControlNet is not supported by the stand-in")
-    if y is not None or unet.num_classes is not None:
-        raise NotImplementedError("class-conditional UNets are not supported by the stand-in")
+    if (y is not None) != (unet.num_classes is not None):
+        raise ValueError("y must be given exactly when the UNet has num_classes (SDXL's vector)")
+    if isinstance(unet.num_classes, int):
+        raise NotImplementedError("integer class labels are not supported by the stand-in")
     options = {} if transformer_options is None else transformer_options
     options["original_shape"] = list(x.shape)
     options["transformer_index"] = 0
 
     emb = unet.time_embed(timestep_embedding(timesteps, unet.model_channels, repeat_only=False).to(x.dtype))
+    if y is not None:
+        emb = emb + unet.label_emb(y.to(emb.dtype))
     h = x.type(unet.dtype)
     skips = []
     for number, block in enumerate(unet.input_blocks):
@@ -174,6 +181,15 @@ def unet_forward(unet, x, timesteps=None, context=None, y=None, control=None, tr
     options["block"] = ("last", 0)
     h = _call_modifiers(options, h.type(x.dtype), "before")
     return _call_modifiers(options, unet.out(h), "after")
+
+
+class Timestep(torch.nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t):
+        return timestep_embedding(t, self.dim)
 
 
 def forge_forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options=None, **kwargs):

@@ -9,7 +9,9 @@ repeated tokens gives the same result), as in Forge.
 ``compile_weighted_conditions(cond, weights)``: ``weights`` is prompt_parser's ``conds_list`` (per image,
 ``[(row, weight), ...]``); the k-th sub-prompt of every image forms one condition from those rows, with
 the last image's weight as its ``strength``.
-Not provided: SDXL/Flux dict conditions (``vector``, ``guidance``).
+SDXL's dict conditioning (``{"crossattn", "vector"}``) compiles to ``cross_attn``, ``pooled_output`` and model
+conds ``c_crossattn`` and ``y`` (a plain ``Condition`` of the vector), as in Forge.
+Not provided: Flux's ``guidance``.
 """
 import math
 
@@ -83,9 +85,13 @@ class ConditionConstant(Condition):
 def compile_conditions(cond):
     if cond is None:
         return None
-    if not isinstance(cond, torch.Tensor):
-        raise NotImplementedError("only SD1-style tensor conditioning is supported by the stand-in")
-    return [{"cross_attn": cond, "model_conds": {"c_crossattn": ConditionCrossAttn(cond)}}]
+    if isinstance(cond, torch.Tensor):
+        return [{"cross_attn": cond, "model_conds": {"c_crossattn": ConditionCrossAttn(cond)}}]
+    if "guidance" in cond:
+        raise NotImplementedError("Flux's guidance condition is not supported by the stand-in")
+    cross_attn, pooled = cond["crossattn"], cond["vector"]
+    return [{"cross_attn": cross_attn, "pooled_output": pooled,
+             "model_conds": {"c_crossattn": ConditionCrossAttn(cross_attn), "y": Condition(pooled)}}]
 
 
 def compile_weighted_conditions(cond, weights):
