@@ -35,10 +35,10 @@ def write_fitting_t2v_lora(path):
 
 
 @contextmanager
-def extension_session(data_dir, motion_file, host="a1111", **session_options):
+def extension_session(data_dir, motion_file, host="a1111", unet_config="sd15_shaped", **session_options):
     """A stand-in session of ``host`` with this extension loaded, the motion model in its folder, AnimateLCM's
     t2v LoRA file (the real layout, scaled) and ``T2V_LORA`` (one that fits the stand-in's UNet)."""
-    with webui_stub(data_dir, unet_config="sd15_shaped", host=host, **session_options) as session:
+    with webui_stub(data_dir, unet_config=unet_config, host=host, **session_options) as session:
         folder = Path(session.paths.models_path) / "VideoElevator"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MOTION).write_bytes(motion_file.read_bytes())
@@ -206,8 +206,8 @@ def test_bad_api_payloads_fail_with_422_naming_the_field_and_change_nothing(webu
     assert_untouched(before, fingerprint(webui.unet))
 
 
-def refuse_sdxl(webui, p):
-    webui.sd_model.is_sdxl = True
+def refuse_sdxl_v_prediction(webui, p):
+    webui.sd_model.is_sdxl, webui.sd_model.parameterization = True, "v"
 
 
 def refuse_trt(webui, p):
@@ -217,7 +217,7 @@ def refuse_trt(webui, p):
 
 
 @pytest.mark.parametrize("setup,prompt,fields,reason", [
-    (refuse_sdxl, "a boat", {}, "SDXL checkpoints are not supported inside the WebUI yet"),
+    (refuse_sdxl_v_prediction, "a boat", {}, "v-prediction SDXL checkpoints are not supported inside the WebUI yet"),
     (refuse_trt, "a boat", {}, "TensorRT"),
     (None, "a boat AND a lake", {}, "'AND' prompts"),
     (None, "a boat", {"frames": 65, "context": False}, "at most 64 frames and context windows are off"),

@@ -109,10 +109,10 @@ def test_interrupt_on_forge_stops_and_restores(forge):
     assert_forge_untouched(state, forge_state(forge))
 
 
-def test_sdxl_on_forge_is_refused_and_changes_nothing(forge):
-    forge.sd_model.is_sd1, forge.sd_model.is_sdxl = False, True
+def test_sdxl_inpainting_on_forge_is_refused_and_changes_nothing(forge):
+    forge.sd_model.is_sd1, forge.sd_model.is_sdxl, forge.sd_model.is_inpaint = False, True, True
     before, state = fingerprint(forge.unet), forge_state(forge)
-    with pytest.raises(Exception, match="SDXL checkpoints are not supported inside the WebUI yet"):
+    with pytest.raises(Exception, match="SDXL inpainting checkpoints are not supported"):
         forge.run(elevator_p(forge))
     assert_untouched(before, fingerprint(forge.unet))
     assert_forge_untouched(state, forge_state(forge))
@@ -195,7 +195,7 @@ def test_t2v_sigma_table_is_in_the_predictor_only_during_t2v_calls(forge):
 
     predictor = forge.sd_model.forge_objects.unet.model.predictor
     sigmas, log_sigmas = predictor.sigmas, predictor.log_sigmas
-    with t2v_sigmas(predictor):
+    with t2v_sigmas(predictor, ANIMATEDIFF_SCHEDULE):
         assert torch.allclose(predictor.sigmas, ANIMATEDIFF_SCHEDULE.sigmas)
         t = predictor.timestep(ANIMATEDIFF_SCHEDULE.sigma(500.0) * torch.ones(1))
         assert int(t) == 500

@@ -40,14 +40,17 @@ def motion_fit_reasons(motion: MotionModel | None, unet) -> list[str]:
     return reasons
 
 
-SDXL_IN_WEBUI = ("SDXL checkpoints are not supported inside the WebUI yet; an SDXL checkpoint with an SDXL motion model "
-                 "(AnimateDiff-SDXL, Hotshot-XL) runs in the standalone tool (python -m lib_elevator generate)")
+V_PREDICTION_SDXL = ("v-prediction SDXL checkpoints are not supported inside the WebUI yet (the standalone tool runs "
+                     "them); use an ε-prediction SDXL checkpoint")
 
 
-def sdxl_checkpoint_reasons(motion: MotionModel | None, unet) -> list[str]:
-    """An SDXL checkpoint: a motion model made for another base model is refused naming both sides;
-    with an SDXL one the refusal says where SDXL runs today."""
-    return motion_fit_reasons(motion, unet) or [SDXL_IN_WEBUI]
+def sdxl_checkpoint_reasons(motion: MotionModel | None, unet, v_prediction: bool, inpainting: bool) -> list[str]:
+    """An SDXL checkpoint runs with an SDXL motion model (AnimateDiff-SDXL, Hotshot-XL); a motion model made for
+    another base model is refused naming both sides, as are SDXL inpainting and v-prediction checkpoints."""
+    reasons = ["SDXL inpainting checkpoints are not supported"] if inpainting else []
+    if v_prediction:
+        reasons.append(V_PREDICTION_SDXL)
+    return reasons + motion_fit_reasons(motion, unet)
 
 
 def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> list[str]:

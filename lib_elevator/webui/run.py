@@ -20,7 +20,7 @@ from ..context import resolve_context, windowed
 from ..motion.inject import T2VSwitch
 from ..params import ElevatorParams
 from ..sampler import ElevatorPlan, PassCounter, sample_elevator
-from ..schedules import ANIMATEDIFF_SCHEDULE, VPSchedule, c_in, ddim_sigmas
+from ..schedules import VPSchedule, c_in, ddim_sigmas
 from .request import MotionModel
 
 NOISE_SEED_SALT = 0x5EED_E1E7
@@ -318,7 +318,7 @@ class ElevatorRun:
             context = resolve_context(run.params, run.motion.info.positional_encoding_length)
             # overlapping windows see some frames twice: the bar counts a windowed call as one call, as planned
             window_frames = frames if context is None else sum(map(len, context.windows(frames)))
-            t2v = windowed(WebUIDenoiser(model, extra, ANIMATEDIFF_SCHEDULE, frames, branch, run.capture,
+            t2v = windowed(WebUIDenoiser(model, extra, run.motion.info.schedule, frames, branch, run.capture,
                                          _scaled(progress, frames / window_frames), run.motion.resolved_solver,
                                          cond_scale=run.params.t2v_cfg_scale,
                                          around_call=lambda clip: run.t2v_call(model, clip)), context, frames)

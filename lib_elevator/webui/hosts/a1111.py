@@ -1,17 +1,21 @@
-"""AUTOMATIC1111 1.9/1.10 adapter: how VideoElevator patches an ldm ``LatentDiffusion`` model.
+"""AUTOMATIC1111 1.9/1.10 adapter: how VideoElevator patches an ldm ``LatentDiffusion`` (SD1.x) or an sgm
+``DiffusionEngine`` (SDXL) model; both UNets have ldm's block tree.
 
 Installed around ``p.sample`` (see ``run.ElevatorRun``) and removed in ``finally`` whatever
 happens:
 
 - first-frame cross-frame attention: per-instance ``attn1`` pre-hooks (``attention.Inflation``);
-- the motion modules, hooked into the loaded UNet behind a switch (``motion.inject``); under
+- the motion modules, hooked into the loaded UNet behind a switch (``motion.inject``), with Hotshot-XL's
+  frame-pooled ResNet GroupNorms during T2V calls; under
   ``--medvram``/``--lowvram`` they are on the GPU only for the run / each call (``low_vram_offload``);
 - the T2V-only LoRA, through hooks gated by the same switch (``lora.GatedLora``), its pairs kept on the
   CPU under low VRAM;
-- the T2V's σ→t table, swapped into the k-diffusion denoiser only around T2V calls.
+- the T2V's σ→t table (the motion model's training schedule), swapped into the k-diffusion denoiser only
+  around T2V calls.
 
 The conditional branch of a CFG call is read from ``on_cfg_denoised``; single-branch passes go
-to the k-diffusion denoiser with the step's conditioning. WebUI modules are imported inside
+to the k-diffusion denoiser with the step's conditioning (SDXL's is a dict: ``crossattn`` and ``vector``
+per frame, passed the way the WebUI's ``CFGDenoiser`` passes it). WebUI modules are imported inside
 functions only.
 """
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ...lora import GatedLora
 from ...motion.inject import MotionInjection, Offload
 from ...motion.motion_lora import MotionLoras
 from ...params import ElevatorParams
-from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
+from ...schedules import VPSchedule
 from .. import refusals, run
 from ..request import MotionModel
 
@@ -39,9 +43,10 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
     reasons = []
     model = p.sd_model
     if getattr(model, "is_sd3", False) or not hasattr(model, "model"):
-        reasons.append("only SD1.x checkpoints are supported (this one is SD3, Flux or another kind)")
+        reasons.append("only SD1.x and SDXL checkpoints are supported (this one is SD3, Flux or another kind)")
     elif getattr(model, "is_sdxl", False):
-        reasons += refusals.sdxl_checkpoint_reasons(motion, unet_of(model))
+        reasons += refusals.sdxl_checkpoint_reasons(motion, unet_of(model), model.parameterization == "v",
+                                                    getattr(model, "is_sdxl_inpaint", False))
     elif getattr(model, "parameterization", "eps") != "eps":
         reasons.append("v-prediction checkpoints (SD2-v) are not supported")
     else:
@@ -107,6 +112,7 @@ class A1111Run(run.ElevatorRun):
         offload = low_vram_offload(self.p.sd_model)
         self.inflation = patches.enter_context(Inflation(unet, self.params.frames))
         patches.enter_context(MotionInjection(unet, self.motion.adapter, self.switch,
+                                              self.motion.info.frame_pooled_spatial_norms,
                                               motion_norm=self.params.motion_norm, offload=offload))
         if self.motion.lora is not None:
             patches.enter_context(GatedLora(unet, self.motion.lora, self.switch, self.params.t2v_lora_scale,
@@ -119,7 +125,7 @@ class A1111Run(run.ElevatorRun):
 
     @contextmanager
     def t2v_call(self, model, frames: int):
-        with self.switch.on(frames), self.inflation.paused(), swapped_sigmas(model.inner_model, ANIMATEDIFF_SCHEDULE):
+        with self.switch.on(frames), self.inflation.paused(), swapped_sigmas(model.inner_model, self.motion.info.schedule):
             yield
 
     @contextmanager
@@ -128,7 +134,7 @@ class A1111Run(run.ElevatorRun):
         sampling: the sampler the WebUI creates inside ``p.sample`` builds its σ ladder (and DDIM/PLMS/
         UniPC their ᾱ) from ``sd_model.alphas_cumprod``. ``alphas_cumprod_original`` is swapped too, as
         the WebUI resets from it; both original tensors are put back."""
-        with self.switch.on(), self.inflation.paused(), swapped_alphas_cumprod(self.p.sd_model, ANIMATEDIFF_SCHEDULE):
+        with self.switch.on(), self.inflation.paused(), swapped_alphas_cumprod(self.p.sd_model, self.motion.info.schedule):
             yield
 
     @property
@@ -146,7 +152,11 @@ class A1111Run(run.ElevatorRun):
             _, tensor = prompt_parser.reconstruct_multicond_batch(extra_args["cond"], step)
         else:
             tensor = prompt_parser.reconstruct_cond_batch(extra_args["uncond"], step)
-        cond = {"c_crossattn": [tensor], "c_concat": [extra_args["image_cond"]]}
+        image_cond = [extra_args["image_cond"]]
+        if isinstance(tensor, dict):  # SDXL: crossattn and vector, as the CFGDenoiser passes them
+            cond = {**tensor, "c_concat": image_cond}
+        else:
+            cond = {"c_crossattn": [tensor], "c_concat": image_cond}
         return model.inner_model(x, sigma_in, cond=cond)
 
 

@@ -1,4 +1,5 @@
-"""Forge 2 adapter: how VideoElevator patches a Forge ``UnetPatcher`` (stable-diffusion-webui-forge 2.x).
+"""Forge 2 adapter: how VideoElevator patches a Forge ``UnetPatcher`` (stable-diffusion-webui-forge 2.x), of an
+SD1.x or an SDXL engine (the same UNet tree; SDXL's conditions are dicts, compiled by Forge).
 
 Forge re-copies ``sd_model.forge_objects`` before every sampling, so the UNet patches are made
 on a clone in the script's ``process_before_every_sampling`` (``ForgeRun.before_sampling``),
@@ -13,7 +14,8 @@ through Forge's own patch API, and never touch the shared torch modules:
   and offload them with the UNet (cast to the UNet's computation dtype first);
 - the run's token: ``set_transformer_option``; the conditional x̂0 of CFG calls: a post-CFG function.
 
-Around ``p.sample`` (removed in ``finally``): the per-frame motion GroupNorm when asked for, the
+Around ``p.sample`` (removed in ``finally``): the per-frame motion GroupNorm when asked for, Hotshot-XL's
+frame-pooled ResNet GroupNorms during T2V calls (gated hooks on the shared UNet), the
 motion modules unloaded to the CPU by Forge's memory management in its low-VRAM states, the
 T2V-only LoRA as gated hooks, as on A1111
 (Forge merges its own LoRAs into the weights, so toggling one per call would re-merge), and the
@@ -30,9 +32,9 @@ from ...attention import FrameAnchors
 from ...lora import GatedLora
 from ...motion.motion_lora import MotionLoras
 from ...motion.inject import T2VSwitch, plan_motion_slots, positional_limit, run_motion_module
-from ...motion.groupnorm import PerFrameNorm
+from ...motion.groupnorm import PerFrameNorm, SpatialNormsOverFrames
 from ...params import ElevatorParams
-from ...schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
+from ...schedules import VPSchedule
 from .. import refusals, run
 from ..request import MotionModel, VideoElevator
 
@@ -50,9 +52,11 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
     model = p.sd_model
     kmodel = model.forge_objects.unet.model
     if getattr(model, "is_sdxl", False):
-        reasons += refusals.sdxl_checkpoint_reasons(motion, kmodel.diffusion_model)
+        reasons += refusals.sdxl_checkpoint_reasons(
+            motion, kmodel.diffusion_model, getattr(kmodel.predictor, "prediction_type", "epsilon") != "epsilon",
+            getattr(model, "is_inpaint", False))
     elif not getattr(model, "is_sd1", False):
-        reasons.append("only SD1.x checkpoints are supported (this one is SD3, Flux or another kind)")
+        reasons.append("only SD1.x and SDXL checkpoints are supported (this one is SD3, Flux or another kind)")
     elif getattr(kmodel.predictor, "prediction_type", "epsilon") != "epsilon":
         reasons.append("v-prediction checkpoints are not supported")
     elif getattr(model, "is_inpaint", False):
@@ -128,10 +132,10 @@ def conditional_recorder(capture: run.CondCapture):
 
 
 @contextmanager
-def t2v_sigmas(predictor):
-    """The motion module's σ table in Forge's predictor (σ→t for the UNet), restored exactly."""
+def t2v_sigmas(predictor, schedule: VPSchedule):
+    """The motion model's σ table (its training schedule) in Forge's predictor (σ→t for the UNet), restored exactly."""
     sigmas, log_sigmas = predictor.sigmas, predictor.log_sigmas
-    predictor.set_sigmas(ANIMATEDIFF_SCHEDULE.sigmas.to(sigmas.device))
+    predictor.set_sigmas(schedule.sigmas.to(sigmas.device))
     try:
         yield
     finally:
@@ -162,6 +166,8 @@ class ForgeRun(run.ElevatorRun):
             patches.callback(self._release_motion_modules)
         if self.params.motion_norm == "per_frame":
             patches.enter_context(PerFrameNorm([self.motion.adapter]))
+        if self.motion.info.frame_pooled_spatial_norms:
+            patches.enter_context(SpatialNormsOverFrames(diffusion_model(self.p.sd_model), self.switch))
         if self.motion.lora is not None:
             unet = diffusion_model(self.p.sd_model)
             store_on = self.p.sd_model.forge_objects.unet.offload_device if low_vram else None
@@ -218,14 +224,15 @@ class ForgeRun(run.ElevatorRun):
 
     @contextmanager
     def t2v_call(self, model, frames: int):
-        with self.switch.on(frames), t2v_sigmas(self._sampling_unet(model).model.predictor):
+        with self.switch.on(frames), t2v_sigmas(self._sampling_unet(model).model.predictor, self.motion.info.schedule):
             yield
 
     @contextmanager
     def t2v_throughout(self):
         """Motion on for every call and the motion model's σ table in the predictor the sampler's
         ladder and σ→t come from (the clones share it); attn1 is plain self-attention while on."""
-        with self.switch.on(), t2v_sigmas(self.p.sd_model.forge_objects.unet.model.predictor):
+        with self.switch.on(), t2v_sigmas(self.p.sd_model.forge_objects.unet.model.predictor,
+                                          self.motion.info.schedule):
             yield
 
     def single_branch(self, model, extra_args, x, sigma_in, conditioning, step):
