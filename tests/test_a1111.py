@@ -342,19 +342,10 @@ def test_panel_defaults_are_the_schema_defaults(webui):
     assert request.enabled is False and request.params == ElevatorParams()
 
 
-def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, motion_file):
-    """The WebUI path (ldm UNet, the WebUI's CFGDenoiser, hooks) and the standalone path (diffusers UNet,
-    EpsDenoiser) run the same algorithm: same x, σ ladder, conditioning and noise give the same latents."""
-    from contextlib import ExitStack
-
-    from ldm_helpers import SD15_SHAPED_UNET2D_CONFIG, diffusers_unet
-    from lib_elevator import sampler
-    from lib_elevator.attention import Inflation
-    from lib_elevator.standalone.pipeline import EpsDenoiser, InjectedMotionT2V, unet2d_eps
+def recorded_elevator_call(webui, p) -> dict:
+    """Run ``p`` and keep what ``sample_elevator`` was called with (x, σ ladder, params, noise draws, conditioning)
+    and what it returned."""
     from lib_elevator.webui import run as webui_glue
-    from lib_elevator.motion import load_motion_adapter
-    from lib_elevator.schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
-    from modules import prompt_parser
 
     recorded = {}
     real_sample_elevator = webui_glue.sample_elevator
@@ -373,9 +364,27 @@ def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, m
 
     webui_glue.sample_elevator = recording
     try:
-        webui.run(elevator_p(webui, "a red fox in the snow", steps=8, refine_at="6,3", t2v_steps=2))
+        webui.run(p)
     finally:
         webui_glue.sample_elevator = real_sample_elevator
+    return recorded
+
+
+def test_a1111_adapter_equals_the_diffusers_backend_on_the_same_weights(webui, motion_file):
+    """The WebUI path (ldm UNet, the WebUI's CFGDenoiser, hooks) and the standalone path (diffusers UNet,
+    EpsDenoiser) run the same algorithm: same x, σ ladder, conditioning and noise give the same latents."""
+    from contextlib import ExitStack
+
+    from ldm_helpers import SD15_SHAPED_UNET2D_CONFIG, diffusers_unet
+    from lib_elevator import sampler
+    from lib_elevator.attention import Inflation
+    from lib_elevator.standalone.pipeline import EpsDenoiser, InjectedMotionT2V, unet2d_eps
+    from lib_elevator.motion import load_motion_adapter
+    from lib_elevator.schedules import ANIMATEDIFF_SCHEDULE, VPSchedule
+    from modules import prompt_parser
+
+    recorded = recorded_elevator_call(webui, elevator_p(webui, "a red fox in the snow", steps=8, refine_at="6,3",
+                                                        t2v_steps=2))
 
     frames = recorded["params"].frames
     cond = prompt_parser.reconstruct_multicond_batch(recorded["cond"], 0)[1][:1]

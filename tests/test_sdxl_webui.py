@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import motion_files
-from test_a1111 import elevator_p, extension_session, motion_file, newest_mp4  # noqa: F401
+from test_a1111 import elevator_p, extension_session, motion_file, newest_mp4, recorded_elevator_call  # noqa: F401
 
 SDXL_MOTION = {"animatediff_sdxl_beta": "mm_sdxl_v10_beta_tiny.ckpt", "hotshotxl": "hsxl_tiny.safetensors"}
 SHORT = dict(frames=3, refine_at="3", t2v_steps=1, formats=["mp4"])
@@ -196,34 +196,6 @@ def test_sdxl_motion_model_with_an_sd15_checkpoint_is_refused_naming_both(tmp_pa
                                              r"\(block channels 32/64/128/128,"):
             session.run(p)
         assert p.batch_size == 1
-
-
-def recorded_elevator_call(webui, p) -> dict:
-    """Run ``p`` and keep what ``sample_elevator`` was called with (x, σ ladder, params, noise draws, conditioning)
-    and what it returned."""
-    from lib_elevator.webui import run as webui_glue
-
-    recorded = {}
-    real_sample_elevator = webui_glue.sample_elevator
-
-    def recording(t2i, t2v, x, sigmas, params, noise_sampler=None, **kwargs):
-        draws = []
-
-        def noise(sigma, sigma_next):
-            draws.append(noise_sampler(sigma, sigma_next))
-            return draws[-1]
-
-        out = real_sample_elevator(t2i, t2v, x.clone(), sigmas, params, noise_sampler=noise, **kwargs)
-        recorded.update(x=x.clone(), sigmas=sigmas.clone(), params=params, draws=draws, out=out.clone(),
-                        cond=t2i.extra_args["cond"], uncond=t2i.extra_args["uncond"], cfg=t2i.extra_args["cond_scale"])
-        return out
-
-    webui_glue.sample_elevator = recording
-    try:
-        webui.run(p)
-    finally:
-        webui_glue.sample_elevator = real_sample_elevator
-    return recorded
 
 
 @pytest.mark.parametrize("kind", list(SDXL_MOTION))

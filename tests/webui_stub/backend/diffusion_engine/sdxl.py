@@ -10,12 +10,14 @@ pooled projection too); the stand-in is handed the same chunking encoders the A1
 ``get_learned_conditioning(prompt)`` loads the CLIP patcher, encodes with both engines and returns
 ``{"crossattn": cat(l, g) on the channels, "vector": cat(pooled, the six size/crop embeddings)}`` with the
 size from ``prompt.width``/``height`` (1024 when missing) and crop from ``opts.sdxl_crop_left/top``; an
-all-empty negative prompt gives zeros for the text parts. ``is_sdxl = True``; no refiner engine.
+all-empty negative prompt gives zeros for the text parts. The VAE round trip is SD1's (the same in Forge).
+``is_sdxl = True``; no refiner engine.
 """
 import torch
 
 from backend import memory_management
 from backend.diffusion_engine.base import ForgeDiffusionEngine, ForgeObjects
+from backend.diffusion_engine.sd15 import StableDiffusion
 from backend.nn.unet import Timestep
 from backend.patcher.clip import CLIP
 from backend.patcher.unet import UnetPatcher
@@ -57,12 +59,4 @@ class StableDiffusionXL(ForgeDiffusionEngine):
             pooled, cond_l, cond_g = torch.zeros_like(pooled), torch.zeros_like(cond_l), torch.zeros_like(cond_g)
         return dict(crossattn=torch.cat([cond_l, cond_g], dim=2), vector=torch.cat([pooled, flat], dim=1))
 
-    @torch.inference_mode()
-    def encode_first_stage(self, x):
-        vae = self.forge_objects.vae
-        return vae.process_in(vae.encode(x.movedim(1, -1) * 0.5 + 0.5)).to(x)
-
-    @torch.inference_mode()
-    def decode_first_stage(self, x):
-        vae = self.forge_objects.vae
-        return (vae.decode(vae.process_out(x)).movedim(-1, 1) * 2.0 - 1.0).to(x)
+    encode_first_stage, decode_first_stage = StableDiffusion.encode_first_stage, StableDiffusion.decode_first_stage
