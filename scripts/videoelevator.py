@@ -9,7 +9,7 @@ import gradio as gr
 from PIL import Image
 
 from lib_elevator.compare import COMPARE_SUFFIX
-from lib_elevator.webui import dispatch, motion_loras, outputs, xyz
+from lib_elevator.webui import dispatch, motion_loras, outputs, travel, xyz
 from lib_elevator.webui.outputs import INFOTEXT_KEY
 from lib_elevator.webui.hosts import a1111
 from lib_elevator.webui.request import DEFAULT_FORMATS, SCRIPT_FIELDS, ElevatorRequest, MotionModel, RequestError, param_field_names
@@ -88,6 +88,12 @@ class VideoElevatorScript(scripts.Script):
             raise RequestError(f"VideoElevator: {error}") from None
         return MotionModel(request.motion_model, adapter, info, request.solver, lora, request.t2v_lora,
                            motion_loras.panel_motion_loras(request.motion_loras))
+
+    def process_batch(self, p, *args, **kwargs):
+        """Prompt travel: each frame gets its key's prompt before the WebUI encodes the batch (tags already out)."""
+        job = getattr(p, "videoelevator", None)
+        if isinstance(job, dispatch.ElevatorJob):
+            job.travel = travel.key_prompts(p, job.request.params)
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         """Forge re-copies its UNet patcher right before this; the run patches that copy (A1111: no-op)."""

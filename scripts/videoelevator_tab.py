@@ -20,7 +20,9 @@ def create_tab():
         with gr.Row():
             with gr.Column(scale=6):
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id=elem_id("prompt"),
-                                    placeholder="Prompt (LoRAs, embeddings and prompt editing work as in txt2img)")
+                                    placeholder="Prompt (LoRAs, embeddings and prompt editing work as in txt2img). "
+                                                "Prompt travel: one 'frame: text' line per key, e.g. "
+                                                "'0: at dawn' and '32: at night'")
                 negative_prompt = gr.Textbox(label="Negative prompt", lines=2, elem_id=elem_id("neg_prompt"))
             with gr.Column(scale=1, min_width=160):
                 generate = gr.Button("Generate", variant="primary", elem_id=elem_id("generate"),

@@ -120,6 +120,24 @@ def newest_mp4(webui):
         return list(container.decode(stream)), stream.average_rate, container.metadata["comment"]
 
 
+@contextmanager
+def sampled_latents():
+    """The list of latents every ``sample_elevator`` call returns while inside."""
+    from lib_elevator.webui import run as webui_glue
+
+    outputs, real = [], webui_glue.sample_elevator
+
+    def recording(*args, **kwargs):
+        outputs.append(real(*args, **kwargs))
+        return outputs[-1]
+
+    webui_glue.sample_elevator = recording
+    try:
+        yield outputs
+    finally:
+        webui_glue.sample_elevator = real
+
+
 def test_txt2img_makes_a_video_through_the_webui(webui):
     p = elevator_p(webui)
     processed = webui.run(p)
@@ -453,20 +471,8 @@ def test_a_refused_api_request_is_a_422_with_the_message_and_no_traceback(webui,
 @pytest.mark.parametrize("refine_at,t2v_steps", [("1", 1), ("3,1", 1), ("0.97", 1)])
 def test_refining_at_the_last_step_makes_the_video_from_the_t2v_prediction(webui, refine_at, t2v_steps):
     """refine_at with one step left (also 0.97 of 30 steps) is valid: the video is the T2V's x̂0, as in the paper."""
-    from lib_elevator.webui import run as webui_glue
-
-    outputs = []
-    real = webui_glue.sample_elevator
-
-    def recording(*args, **kwargs):
-        outputs.append(real(*args, **kwargs))
-        return outputs[-1]
-
-    webui_glue.sample_elevator = recording
-    try:
+    with sampled_latents() as outputs:
         steps = 30 if refine_at == "0.97" else 6
         processed = webui.run(elevator_p(webui, steps=steps, refine_at=refine_at, t2v_steps=t2v_steps))
-    finally:
-        webui_glue.sample_elevator = real
     assert webui.errors == [] and len(outputs) == 1 and torch.isfinite(outputs[0]).all()
     assert [path.suffix for path in videos_in(webui)] == [".gif", ".mp4"] and processed.images

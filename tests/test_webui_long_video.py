@@ -3,7 +3,7 @@ A1111 and Forge stand-ins, and the model comes back bit-identical; with windows 
 import pytest
 
 from test_a1111 import (assert_untouched, elevator_p, extension_session, fingerprint, motion_file,  # noqa: F401
-                       newest_mp4, requested_params)
+                       newest_mp4, requested_params, sampled_latents)
 
 WINDOWED = dict(frames=10, context_length=4, context_overlap=1, closed_loop=True, refine_at="4,2", t2v_steps=2)
 
@@ -70,22 +70,10 @@ def test_progress_with_context_windows_counts_each_windowed_call_once(session, m
 
 
 def latents_of(session, **fields):
-    """The latents ``sample_elevator`` returned for one run with these panel fields."""
-    from lib_elevator.webui import run as webui_glue
-
-    outputs = []
-    real = webui_glue.sample_elevator
-
-    def recording(*args, **kwargs):
-        outputs.append(real(*args, **kwargs))
-        return outputs[-1]
-
-    webui_glue.sample_elevator = recording
-    try:
+    """The latents ``sample_elevator`` returned for one run with these panel fields, and its passes."""
+    with sampled_latents() as outputs:
         p = elevator_p(session, **fields)
         session.run(p)
-    finally:
-        webui_glue.sample_elevator = real
     assert session.errors == [] and len(outputs) == 1
     return outputs[0], p.videoelevator["passes"]
 

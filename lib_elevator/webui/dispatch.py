@@ -14,6 +14,7 @@ from ..params import ElevatorParams
 from ..sampler import STAGES, PassCounter
 from .request import ElevatorRequest, MotionModel, refusal_error
 from .run import elevator_sampler_and_schedule
+from .travel import TravelPlan, travelled
 
 
 def host_for(sd_model):
@@ -64,6 +65,7 @@ class ElevatorJob:
     active: object = None  # the ``ElevatorRun`` of the ``p.sample`` call in progress
     compared: list[dict] = field(default_factory=list)  # per batch of a comparison: the other modes' latents
     prompt_loras: list = field(default_factory=list)  # (MotionLora, weight) from the prompt's <lora:…> tags
+    travel: TravelPlan | None = None  # this batch's prompt travel (``travel.key_prompts``); None without frame keys
 
     def summary(self) -> dict:
         """What outlives the request (``p.videoelevator``, the API's ``info``): plain JSON values."""
@@ -108,8 +110,11 @@ def wrap_sample(p, job: ElevatorJob) -> None:
 def _sample_in_run(p, job: ElevatorJob, earlier, arguments):
     """Sample the batch in the request's mode, or once per mode for a comparison (``COMPARE_ORDER``,
     elevate last, whose latents the WebUI then decodes as usual) from the same noise; the other modes'
-    latents go to ``job.compared``. Motion LoRAs from the prompt join the panel's."""
+    latents go to ``job.compared``. Motion LoRAs from the prompt join the panel's. With prompt travel every
+    frame samples with its own conditioning."""
     params = job.request.params
+    if job.travel is not None:
+        arguments = (travelled(arguments[0], job.travel), *arguments[1:])
     motion = dataclasses.replace(job.motion, motion_loras=job.motion.motion_loras + tuple(job.prompt_loras))
     reasons = refusal_reasons(p, params, motion)  # the checkpoint may have changed
     if reasons:

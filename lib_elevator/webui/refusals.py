@@ -10,8 +10,8 @@ from ..motion import check_fits_unet
 from ..context import resolve_context
 from ..motion.motion_lora import fit_problem
 from ..params import ElevatorParams, ParamError
-from ..prompt_travel import KEYED_LINE
 from .request import MotionModel
+from .travel import travel_reasons
 
 AND_PROMPT = re.compile(r"\bAND\b")
 
@@ -79,8 +79,7 @@ def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | Non
             reasons.append(f"{motion.info.kind.label} handles at most {motion.info.positional_encoding_length} frames "
                            f"and context windows are off; {params.frames} were asked for (turn context windows on "
                            f"for longer clips)")
-    if any(KEYED_LINE.match(line) for prompt in prompts for line in prompt.splitlines()):
-        reasons.append("prompt travel (frame-keyed prompt lines such as '0: ...') is not available in the WebUI yet")
+    reasons += travel_reasons(prompts, params.frames)
     for lora, _ in motion.motion_loras if motion is not None else ():
         problem = fit_problem(lora, motion.info, motion.name, motion.adapter)
         if problem:

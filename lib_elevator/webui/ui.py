@@ -82,7 +82,11 @@ def build_elevator_controls(elem_id) -> dict:
         gr.Markdown("Clips longer than the motion model's frame limit run the T2V over overlapping **context "
                     "windows** of *context length* frames (0 = 16, capped by the motion model); *closed loop* "
                     "wraps the last windows onto the first frames for a seamless loop. *Frames per UNet batch* "
-                    "sends the T2I passes through the UNet that many frames at a time: less memory, same video.")
+                    "sends the T2I passes through the UNet that many frames at a time: less memory, same video. "
+                    "**Prompt travel**: write frame keys in the prompt, one `frame: text` line each (`0: at dawn`, "
+                    "`32: at night`, frames counted from 0); lines before the first key and after the last are added "
+                    "to every key, and each frame's conditioning moves from key to key (*prompt travel "
+                    "interpolation*). LoRA tags in any line apply once to the whole clip.")
         with gr.Row():
             context = gr.Checkbox(DEFAULTS.context, label=LABELS["context"], info=specs["context"].metadata["help"])
             closed_loop = gr.Checkbox(DEFAULTS.closed_loop, label=LABELS["closed_loop"],
