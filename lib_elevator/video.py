@@ -15,12 +15,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-import torch
 from PIL import Image, ExifTags
 from PIL.PngImagePlugin import PngInfo
+
+if TYPE_CHECKING:  # planning outputs (the CLI's checks, before any model work) must not wait for torch to import
+    import torch
 
 FORMATS = ("mp4", "webm", "gif", "webp", "png")
 
@@ -52,8 +55,8 @@ def tensor_to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """
     if video.ndim != 4 or video.shape[1] != 3:
         raise ValueError(f"expected a [F, 3, H, W] tensor, got shape {tuple(video.shape)}")
-    scaled = (video.detach().to("cpu", torch.float32).clamp(-1, 1) + 1) * 127.5
-    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    scaled = (video.detach().cpu().float().clamp(-1, 1) + 1) * 127.5
+    return scaled.round().byte().permute(0, 2, 3, 1).contiguous().numpy()
 
 
 class OutputError(ValueError):

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..params import ElevatorParams, GenerationSettings, field_specs
-from ..prompt_travel import parse_prompt_travel
 from ..video import FORMATS, OutputPlan, plan_outputs
 
 PROG = "videoelevator"
@@ -198,6 +197,8 @@ def _check_common(args, settings: GenerationSettings) -> CheckedRun:
         given = {**given, "mode": "elevate"}
     params, notes = ElevatorParams(**given).fitted_to_steps(settings.steps, keep=given)
     prompt = _prompt(args)
+    from ..prompt_travel import parse_prompt_travel  # imports torch: after the checks above
+
     parse_prompt_travel(prompt, params.frames)
     outputs = plan_outputs(args.out, args.format, crf=args.crf, loop=args.loop)
     return CheckedRun(settings, params, prompt, tuple(notes), outputs)
@@ -298,6 +299,7 @@ def check_generate_models(args, checked: CheckedRun):
 def run_generate(args) -> None:
     started = time.perf_counter()
     checked = check_generate(args)
+    _quiet_libraries()  # after the checks that need no library: a bad flag is answered at once
     device = check_generate_models(args, checked)
     from .files import load_pipeline
 
@@ -375,8 +377,6 @@ def main(argv=None) -> int:
         warnings.simplefilter("ignore")
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "generate":
-            _quiet_libraries()
         (run_generate if args.command == "generate" else run_demo)(args)
     except SystemExit as exit:  # argparse: --help, or a usage error already printed on one line
         return exit.code
