@@ -224,8 +224,8 @@ def test_bad_api_payloads_fail_with_422_naming_the_field_and_change_nothing(webu
     assert_untouched(before, fingerprint(webui.unet))
 
 
-def refuse_sdxl_v_prediction(webui, p):
-    webui.sd_model.is_sdxl, webui.sd_model.parameterization = True, "v"
+def refuse_sdxl_inpainting(webui, p):
+    webui.sd_model.is_sdxl, webui.sd_model.is_sdxl_inpaint = True, True
 
 
 def refuse_trt(webui, p):
@@ -235,7 +235,7 @@ def refuse_trt(webui, p):
 
 
 @pytest.mark.parametrize("setup,prompt,fields,reason", [
-    (refuse_sdxl_v_prediction, "a boat", {}, "v-prediction SDXL checkpoints are not supported inside the WebUI yet"),
+    (refuse_sdxl_inpainting, "a boat", {}, "SDXL inpainting checkpoints are not supported"),
     (refuse_trt, "a boat", {}, "TensorRT"),
     (None, "a boat AND a lake", {}, "'AND' prompts"),
     (None, "a boat", {"frames": 65, "context": False}, "at most 64 frames and context windows are off"),

@@ -4,7 +4,9 @@ both SDXL motion layouts (AnimateDiff-SDXL beta, Hotshot-XL) in their released k
 
 Checked: a video comes out, the UNet is bit-identical afterwards (finished, failed, interrupted), a seed gives
 the same video twice, the T2V calls run on the motion model's own training schedule (the T2I calls on the
-checkpoint's), and what stays refused is refused in one sentence with nothing changed.
+checkpoint's), Hotshot-XL's GroupNorms pool over frames in T2V calls only, v-prediction checkpoints run, the A1111
+path equals the standalone SDXL elevator on the same weights and Forge equals A1111, and what stays refused
+(a motion model for another base model, SDXL inpainting) is refused in one sentence with nothing changed.
 """
 from pathlib import Path
 
@@ -46,6 +48,17 @@ def assert_untouched(before, after):
 
 def sdxl_p(webui, kind, steps=4, **fields):
     return elevator_p(webui, "a red fox running", steps=steps, **{**SHORT, "motion_model": SDXL_MOTION[kind], **fields})
+
+
+def mark_v_prediction(webui):
+    if webui.host == "forge":
+        webui.sd_model.forge_objects.unet.model.predictor.prediction_type = "v_prediction"
+    else:
+        webui.sd_model.parameterization = "v"
+
+
+def mark_inpainting(webui):
+    setattr(webui.sd_model, "is_inpaint" if webui.host == "forge" else "is_sdxl_inpaint", True)
 
 
 class TableRecorder:
@@ -116,6 +129,17 @@ def test_sdxl_mode_t2v_samples_on_the_motion_models_schedule(sdxl, monkeypatch):
     assert_untouched(before, fingerprint(sdxl.unet))
 
 
+def test_sdxl_v_prediction_checkpoint_makes_a_video_and_restores_the_unet(sdxl):
+    """Some Illustrious/NoobAI checkpoints predict v: the host's denoiser turns it into x̂0, all the elevator uses
+    (``test_a1111_sdxl_elevator_equals_the_standalone_sdxl_elevator`` checks the numbers)."""
+    before = fingerprint(sdxl.unet)
+    mark_v_prediction(sdxl)
+    p = sdxl_p(sdxl, "animatediff_sdxl_beta")
+    sdxl.run(p)
+    assert sdxl.errors == [] and len(newest_mp4(sdxl)[0]) == 3 and p.videoelevator["passes"]["t2v"] > 0
+    assert_untouched(before, fingerprint(sdxl.unet))
+
+
 def test_sdxl_video_is_reproducible_per_seed(sdxl):
     videos = []
     for _ in range(2):
@@ -124,6 +148,21 @@ def test_sdxl_video_is_reproducible_per_seed(sdxl):
         for path in (Path(sdxl.data_dir) / "outputs" / "txt2vid-videos").rglob("*.mp4"):
             path.unlink()
     assert all((a == b).all() for a, b in zip(*videos))
+
+
+def test_sdxl_frames_per_unet_batch_gives_the_one_batch_result(sdxl):
+    """Hotshot-XL on SDXL with the T2I, correction and inversion passes in chunks of 2 frames (3 = 2 + 1): frame
+    0's keys and values anchor the later chunk in every SDXL transformer block, so the video is the one-batch one."""
+    batches = []
+    handle = sdxl.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        whole = recorded_elevator_call(sdxl, sdxl_p(sdxl, "hotshotxl", correction=True))["out"]
+        whole_batches, batches[:] = sorted(set(batches)), []
+        chunked = recorded_elevator_call(sdxl, sdxl_p(sdxl, "hotshotxl", correction=True, frames_per_batch=2))["out"]
+    finally:
+        handle.remove()
+    assert 1 not in whole_batches and 1 in batches  # the last chunk of a clip is one frame
+    assert (chunked - whole).abs().max() <= 1e-5 * whole.abs().max()
 
 
 def test_sdxl_unet_is_restored_after_a_failure_and_an_interrupt(sdxl):
@@ -157,22 +196,10 @@ def test_sdxl_unet_is_restored_after_a_failure_and_an_interrupt(sdxl):
     assert_untouched(before, fingerprint(sdxl.unet))
 
 
-def mark_v_prediction(webui):
-    if webui.host == "forge":
-        webui.sd_model.forge_objects.unet.model.predictor.prediction_type = "v_prediction"
-    else:
-        webui.sd_model.parameterization = "v"
-
-
-def mark_inpainting(webui):
-    setattr(webui.sd_model, "is_inpaint" if webui.host == "forge" else "is_sdxl_inpaint", True)
-
-
 @pytest.mark.parametrize("motion, setup, refusal", [
     ("AnimateLCM_tiny.safetensors", None,
      r"The AnimateLCM motion module is made for SD1\.5 UNets \(block channels 32/64/128/128.*\), but the loaded "
      r"model's UNet is shaped differently \(block channels 32/64/128,"),
-    (SDXL_MOTION["hotshotxl"], mark_v_prediction, r"v-prediction SDXL checkpoints are not supported inside the WebUI"),
     (SDXL_MOTION["hotshotxl"], mark_inpainting, r"SDXL inpainting checkpoints are not supported"),
 ])
 def test_sdxl_refusals_name_the_reason_and_change_nothing(sdxl, motion, setup, refusal):
@@ -198,11 +225,12 @@ def test_sdxl_motion_model_with_an_sd15_checkpoint_is_refused_naming_both(tmp_pa
         assert p.batch_size == 1
 
 
-@pytest.mark.parametrize("kind", list(SDXL_MOTION))
-def test_a1111_sdxl_elevator_equals_the_standalone_sdxl_elevator(tmp_path, motion_file, kind):  # noqa: F811
+@pytest.mark.parametrize("kind, prediction", [("animatediff_sdxl_beta", "epsilon"), ("hotshotxl", "v_prediction")])
+def test_a1111_sdxl_elevator_equals_the_standalone_sdxl_elevator(tmp_path, motion_file, kind, prediction):  # noqa: F811
     """The WebUI path (sgm-shaped UNet, dict conditioning through the WebUI's CFGDenoiser, hooks) and the
     standalone path (diffusers SDXL UNet with the same weights, pooled text and size ids) run the same algorithm:
-    the same x, σ ladder, conditioning and noise give the same latents."""
+    the same x, σ ladder, conditioning and noise give the same latents; for a v-prediction checkpoint too (the
+    WebUI's v denoiser and the standalone's v → x̂0 agree)."""
     from contextlib import ExitStack
 
     from ldm_helpers import sgm_shaped_pair
@@ -219,6 +247,8 @@ def test_a1111_sdxl_elevator_equals_the_standalone_sdxl_elevator(tmp_path, motio
 
         path = Path(webui.paths.models_path) / "VideoElevator" / SDXL_MOTION[kind]
         motion_files.write_kind(kind, path)
+        if prediction == "v_prediction":
+            mark_v_prediction(webui)
         recorded = recorded_elevator_call(webui, sdxl_p(webui, kind, steps=6, refine_at="4,2"))
         t2i_schedule = VPSchedule("sd", webui.sd_model.alphas_cumprod)
         conditioning = {}
@@ -235,19 +265,21 @@ def test_a1111_sdxl_elevator_equals_the_standalone_sdxl_elevator(tmp_path, motio
         t2v_model = InjectedMotionT2V.for_motion_model(adapter, info)
         t2v_eps = t2v_model.prepare(patches, unet, inflation, params)
         t2i = EpsDenoiser(unet2d_eps(unet), t2i_schedule, conditioning["cond"], conditioning["uncond"], recorded["cfg"],
-                          frames)
+                          frames, prediction_type=prediction)
         t2v = EpsDenoiser(t2v_eps, info.schedule, conditioning["cond"], conditioning["uncond"], params.t2v_cfg_scale,
-                          frames, solver=t2v_model.solver)
+                          frames, solver=t2v_model.solver, prediction_type=prediction)
         expected = sampler.sample_elevator(t2i, t2v, recorded["x"], recorded["sigmas"], params, disable=True,
                                            noise_sampler=lambda s, sn: next(draws))
     assert (recorded["out"] - expected).abs().max() <= 1e-4 * expected.std()
 
 
 def test_forge_and_a1111_sdxl_elevators_make_the_same_video(tmp_path, motion_file):  # noqa: F811
-    """Same tiny SDXL weights, prompt, seed and noise through both hosts' processing → the same latents."""
+    """Same tiny SDXL weights (read as a v-prediction checkpoint), prompt, seed and noise through both hosts'
+    processing → the same latents."""
     outputs = {}
     for host in ("a1111", "forge"):
         with extension_session(tmp_path / host, motion_file, host, unet_config="sdxl_shaped") as session:
+            mark_v_prediction(session)
             motion_files.write_kind("hotshotxl", Path(session.paths.models_path) / "VideoElevator" / SDXL_MOTION["hotshotxl"])
             session.shared.opts.enable_quantization = True  # Forge always rounds σ→t to a table index; A1111 only then
             outputs[host] = recorded_elevator_call(session, sdxl_p(session, "hotshotxl", steps=6, refine_at="4,2"))["out"]

@@ -40,17 +40,11 @@ def motion_fit_reasons(motion: MotionModel | None, unet) -> list[str]:
     return reasons
 
 
-V_PREDICTION_SDXL = ("v-prediction SDXL checkpoints are not supported inside the WebUI yet (the standalone tool runs "
-                     "them); use an ε-prediction SDXL checkpoint")
-
-
-def sdxl_checkpoint_reasons(motion: MotionModel | None, unet, v_prediction: bool, inpainting: bool) -> list[str]:
-    """An SDXL checkpoint runs with an SDXL motion model (AnimateDiff-SDXL, Hotshot-XL); a motion model made for
-    another base model is refused naming both sides, as are SDXL inpainting and v-prediction checkpoints."""
-    reasons = ["SDXL inpainting checkpoints are not supported"] if inpainting else []
-    if v_prediction:
-        reasons.append(V_PREDICTION_SDXL)
-    return reasons + motion_fit_reasons(motion, unet)
+def sdxl_checkpoint_reasons(motion: MotionModel | None, unet, inpainting: bool) -> list[str]:
+    """An SDXL checkpoint (ε- or v-prediction: the host's denoiser gives x̂0 either way, all the elevator needs)
+    runs with an SDXL motion model (AnimateDiff-SDXL, Hotshot-XL); a motion model made for another base model is
+    refused naming both sides, as are SDXL inpainting checkpoints."""
+    return (["SDXL inpainting checkpoints are not supported"] if inpainting else []) + motion_fit_reasons(motion, unet)
 
 
 def request_refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> list[str]:

@@ -45,8 +45,7 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
     if getattr(model, "is_sd3", False) or not hasattr(model, "model"):
         reasons.append("only SD1.x and SDXL checkpoints are supported (this one is SD3, Flux or another kind)")
     elif getattr(model, "is_sdxl", False):
-        reasons += refusals.sdxl_checkpoint_reasons(motion, unet_of(model), model.parameterization == "v",
-                                                    getattr(model, "is_sdxl_inpaint", False))
+        reasons += refusals.sdxl_checkpoint_reasons(motion, unet_of(model), getattr(model, "is_sdxl_inpaint", False))
     elif getattr(model, "parameterization", "eps") != "eps":
         reasons.append("v-prediction checkpoints (SD2-v) are not supported")
     else:

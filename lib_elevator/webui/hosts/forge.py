@@ -52,9 +52,7 @@ def refusal_reasons(p, params: ElevatorParams, motion: MotionModel | None) -> li
     model = p.sd_model
     kmodel = model.forge_objects.unet.model
     if getattr(model, "is_sdxl", False):
-        reasons += refusals.sdxl_checkpoint_reasons(
-            motion, kmodel.diffusion_model, getattr(kmodel.predictor, "prediction_type", "epsilon") != "epsilon",
-            getattr(model, "is_inpaint", False))
+        reasons += refusals.sdxl_checkpoint_reasons(motion, kmodel.diffusion_model, getattr(model, "is_inpaint", False))
     elif not getattr(model, "is_sd1", False):
         reasons.append("only SD1.x and SDXL checkpoints are supported (this one is SD3, Flux or another kind)")
     elif getattr(kmodel.predictor, "prediction_type", "epsilon") != "epsilon":

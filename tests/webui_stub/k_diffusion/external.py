@@ -1,12 +1,14 @@
 """The k-diffusion wrapper A1111 puts around a CompVis model (stand-in for k-diffusion's ``external.py``).
 
-Only ``CompVisDenoiser`` is provided. It sees an ε-predicting ``LatentDiffusion`` (``apply_model(x, t, cond)``)
+``CompVisDenoiser`` and ``CompVisVDenoiser`` are provided. It sees an ε-predicting ``LatentDiffusion`` (``apply_model(x, t, cond)``)
 as a denoiser in the "x = x0 + σ·ε" parameterisation: the σ table comes from the model's ᾱ
 (σ_t = √((1 - ᾱ_t)/ᾱ_t), ascending with t), continuous t ↔ σ goes by linear interpolation of log σ
 between neighbouring table entries, and ``forward(x, σ)`` returns the x0 estimate ``x - σ·ε``. The
 attributes A1111 and extensions touch keep k-diffusion's names: ``sigmas`` / ``log_sigmas`` (buffers, read
 on every call, so a caller may swap them), ``inner_model``, ``quantize``, ``get_sigmas``,
-``sigma_to_t``, ``t_to_sigma``, ``get_eps``.
+``sigma_to_t``, ``t_to_sigma``, ``get_eps``. ``CompVisVDenoiser`` is the same for a v-predicting model
+(σ_data = 1): ``get_v`` is ``apply_model``, and ``forward`` returns ``c_skip·x + c_out·v`` at the input scaled by ``c_in``
+(``get_scalings``: c_skip = 1/(σ²+1), c_out = −σ/√(σ²+1), c_in = 1/√(σ²+1)).
 
 ``ForgeScheduleLinker(predictor)`` is the Forge 2 addition (Forge vendors k-diffusion with it): the sampler's
 ``model_wrap`` in Forge, a view of a ``backend.modules.k_prediction.Prediction``. ``sigmas`` /
@@ -63,6 +65,21 @@ class CompVisDenoiser(nn.Module):
         per_sample = sigma.reshape(sigma.shape + (1,) * (input.ndim - sigma.ndim))
         eps = self.get_eps(input / (per_sample.square() + 1).sqrt(), self.sigma_to_t(sigma), **kwargs)
         return input - per_sample * eps
+
+
+class CompVisVDenoiser(CompVisDenoiser):
+    sigma_data = 1.0
+
+    def get_scalings(self, sigma):
+        total = sigma.square() + self.sigma_data**2
+        return self.sigma_data**2 / total, -sigma * self.sigma_data / total.sqrt(), 1 / total.sqrt()
+
+    def get_v(self, *args, **kwargs):
+        return self.inner_model.apply_model(*args, **kwargs)
+
+    def forward(self, input, sigma, **kwargs):
+        c_skip, c_out, c_in = (s.reshape(sigma.shape + (1,) * (input.ndim - sigma.ndim)) for s in self.get_scalings(sigma))
+        return self.get_v(input * c_in, self.sigma_to_t(sigma), **kwargs) * c_out + input * c_skip
 
 
 class ForgeScheduleLinker(nn.Module):

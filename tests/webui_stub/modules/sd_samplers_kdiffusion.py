@@ -8,7 +8,8 @@ Kept because extensions depend on it:
 
 * ``KDiffusionSampler(funcname, sd_model)`` accepts a ``k_diffusion.sampling`` function name or any
   callable with k-diffusion's signature, and ``sampler.func`` may be swapped before ``sample``;
-* the denoiser's ``inner_model`` is a ``k_diffusion.external.CompVisDenoiser`` of ``shared.sd_model``,
+* the denoiser's ``inner_model`` is a ``k_diffusion.external.CompVisDenoiser`` of ``shared.sd_model``
+  (``CompVisVDenoiser`` when its ``parameterization`` is "v"),
   built when the sampler is created (its σ table follows ``sd_model.alphas_cumprod`` at that moment)
   and also exposed as ``sampler.model_wrap``;
 * ``get_sigmas(p, steps)``: one step more for ``discard_next_to_last_sigma`` samplers (or with
@@ -30,7 +31,7 @@ sampling_prepare(unet, x=x)`` (the working ``forge_objects.unet`` at that moment
 the linker (so from the predictor's current table), scales the noise with ``predictor.noise_scaling``,
 runs the function the same way and ends with ``sampling_cleanup(unet)`` (not on exceptions, as in Forge).
 
-Not provided: v-prediction and custom ``create_denoiser`` models, the σ-range / ρ settings, hires-pass
+Not provided: custom ``create_denoiser`` models, the σ-range / ρ settings, hires-pass
 schedules, img2img.
 """
 import inspect
@@ -102,9 +103,9 @@ class CFGDenoiserKDiffusion(sd_samplers_cfg_denoiser.CFGDenoiser):
             self.model_wrap.inner_model = shared.sd_model
         if self.model_wrap is None:
             model = shared.sd_model
-            if getattr(model, "parameterization", "eps") != "eps":
-                raise NotImplementedError("the stand-in only wraps ε-prediction checkpoints")
-            self.model_wrap = k_diffusion.external.CompVisDenoiser(model, quantize=shared.opts.enable_quantization)
+            external = k_diffusion.external
+            denoiser = external.CompVisVDenoiser if model.parameterization == "v" else external.CompVisDenoiser
+            self.model_wrap = denoiser(model, quantize=shared.opts.enable_quantization)
         return self.model_wrap
 
 

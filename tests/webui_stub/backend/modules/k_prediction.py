@@ -1,14 +1,14 @@
 """Stand-in for Forge 2 ``backend/modules/k_prediction.py``: the noise schedule of a discrete-time
-ε-prediction model, seen in σ-space (``KModel.predictor``).
+ε- or v-prediction model, seen in σ-space (``KModel.predictor``).
 
 ``Prediction`` holds buffers ``alphas_cumprod``, ``sigmas`` (σ_t = √((1-ᾱ_t)/ᾱ_t), ascending) and
 ``log_sigmas``; ``set_sigmas(s)`` swaps the σ table (Forge's zero-terminal-SNR switch uses it, and it is
 the place to change the σ→t mapping for a while). ``timestep(σ)`` is the index of the table entry
 nearest in log σ (an integer, unlike A1111's interpolated ``CompVisDenoiser.sigma_to_t``); ``sigma(t)``
 interpolates log σ between neighbouring entries. ``calculate_input`` scales by 1/√(σ²+σ_data²),
-``calculate_denoised`` returns x − σ·ε, ``noise_scaling`` multiplies the unit noise by σ (by √(1+σ²)
+``calculate_denoised`` returns x − σ·ε (v-prediction: x·σ_d²/(σ²+σ_d²) − v·σ·σ_d/√(σ²+σ_d²)), ``noise_scaling`` multiplies the unit noise by σ (by √(1+σ²)
 with ``max_denoise``) and adds the latent. ``sigma_min``/``sigma_max`` are properties (the table ends).
-Only ``prediction_type="epsilon"`` with the scaled-linear β schedule is provided (SD1).
+Only ``prediction_type`` "epsilon" and "v_prediction" with the scaled-linear β schedule are provided (SD1, SDXL).
 """
 import torch
 
@@ -30,8 +30,8 @@ def _per_sample(sigma, like):
 class AbstractPrediction(torch.nn.Module):
     def __init__(self, sigma_data=1.0, prediction_type="epsilon"):
         super().__init__()
-        if prediction_type != "epsilon":
-            raise NotImplementedError(f"the stand-in only has ε-prediction models, not {prediction_type!r}")
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise NotImplementedError(f"the stand-in only has ε- and v-prediction models, not {prediction_type!r}")
         self.sigma_data = sigma_data
         self.prediction_type = prediction_type
 
@@ -39,7 +39,11 @@ class AbstractPrediction(torch.nn.Module):
         return noise / (_per_sample(sigma, noise) ** 2 + self.sigma_data ** 2).sqrt()
 
     def calculate_denoised(self, sigma, model_output, model_input):
-        return model_input - model_output * _per_sample(sigma, model_output)
+        sigma = _per_sample(sigma, model_output)
+        if self.prediction_type == "v_prediction":
+            total = sigma**2 + self.sigma_data**2
+            return model_input * self.sigma_data**2 / total - model_output * sigma * self.sigma_data / total.sqrt()
+        return model_input - model_output * sigma
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         scale = (1.0 + sigma ** 2.0).sqrt() if max_denoise else sigma
