@@ -6,6 +6,7 @@ import torch
 
 from test_a1111 import (assert_untouched, elevator_p, extension_session, fingerprint, motion_file,  # noqa: F401
                         newest_mp4)
+from test_sdxl_webui import SDXL_MOTION, sdxl  # noqa: F401
 
 # frames 0-6; keys at 2 and 5, so frames 0-1 take key 2's prompt and frames 3-4 lie between the keys
 TRAVEL = "masterpiece\n2: a red fox\n5: a blue bird\nfilm grain"
@@ -18,12 +19,20 @@ def session(request, tmp_path, motion_file):
         yield webui
 
 
-def encoded(prompt, steps, step=0):
-    """The WebUI's own conditioning of ``prompt`` alone at ``step``."""
+def row(batch, index):
+    """Row ``index`` of a conditioning batch: a tensor, or SDXL's dict of them (a copy)."""
+    if isinstance(batch, dict):
+        return {part: rows[index].clone() for part, rows in batch.items()}
+    return batch[index].clone()
+
+
+def encoded(p, prompt):
+    """The WebUI's own conditioning of ``prompt`` alone at the first step of ``p``'s job (SDXL's takes the image size)."""
     from modules import prompt_parser, shared
 
-    schedule = prompt_parser.get_learned_conditioning(shared.sd_model, [prompt], steps)
-    return prompt_parser.reconstruct_cond_batch(schedule, step)[0]
+    prompts = prompt_parser.SdConditioning([prompt], width=p.width, height=p.height)
+    schedule = prompt_parser.get_learned_conditioning(shared.sd_model, prompts, p.steps)
+    return row(prompt_parser.reconstruct_cond_batch(schedule, 0), 0)
 
 
 def run_recording(session, prompt, **fields):
@@ -35,7 +44,7 @@ def run_recording(session, prompt, **fields):
     p = elevator_p(session, prompt, **fields)
 
     def seen(params):
-        calls.append((p.videoelevator.active.switch.active, params.denoiser.step, params.text_cond.clone()))
+        calls.append((p.videoelevator.active.switch.active, params.denoiser.step, row(params.text_cond, slice(None))))
 
     real_encode = prompt_parser.get_multicond_learned_conditioning
 
@@ -57,7 +66,7 @@ def run_recording(session, prompt, **fields):
 def test_each_frame_samples_with_the_interpolated_conditioning_in_t2i_and_t2v_windows(session):
     fields = dict(frames=7, context_length=4, context_overlap=1, refine_at="4,2", t2v_steps=2)
     p, processed, calls, texts = run_recording(session, TRAVEL, **fields)
-    a, b = (encoded(prompt, p.steps) for prompt in KEY_PROMPTS)
+    a, b = (encoded(p, prompt) for prompt in KEY_PROMPTS)
     expected = torch.stack([a, a, a, a + (b - a) / 3, a + 2 * (b - a) / 3, b, b])
     assert sorted(set(texts)) == sorted(KEY_PROMPTS)  # each key's text encoded by the WebUI, nothing else
     t2i = [cond for t2v, _, cond in calls if not t2v]
@@ -89,7 +98,7 @@ def test_prompt_editing_switches_per_line_at_its_step(session):
     """``[red:blue:2]`` in key 0's line: frames anchored to key 0 switch after step 2; key 3's frames never do."""
     p, _, calls, _ = run_recording(session, "0: a [red:blue:2] fox\n3: a green frog", frames=4, refine_at="",
                                    steps=5)
-    red, blue, frog = encoded("a red fox", 5), encoded("a blue fox", 5), encoded("a green frog", 5)
+    red, blue, frog = (encoded(p, prompt) for prompt in ("a red fox", "a blue fox", "a green frog"))
     steps = [step for _, step, _ in calls]
     assert steps == [0, 1, 2, 3, 4]
     for step, (_, _, cond) in enumerate(calls):
@@ -122,20 +131,23 @@ def test_a_prompt_without_frame_keys_samples_with_the_webuis_own_conditioning(se
     assert set(texts) == {"a boat\non a lake: calm water"}
 
 
-@pytest.mark.parametrize("prompt,line,fragment", [
+BAD_TRAVEL = [
     ("0: a fox\n4: a bird\n2: a frog", 3, "frame 2 does not come after 4"),
     ("0: a fox\n9: a bird", 2, "below the clip's 6 frames"),
-    ("0: a fox\n2: <lora:style:1>", 2, "frame 2 needs a prompt"),
-])
-def test_bad_travel_syntax_is_one_error_naming_the_line_and_changes_nothing(session, prompt, line, fragment):
+    ("0: a fox\n2: <lora:style:1>", 2, "frame 2 needs a prompt"),  # nothing left once the tag is out
+]
+
+
+def test_bad_travel_syntax_is_one_error_naming_the_line_and_changes_nothing(session):
     before = fingerprint(session.unet)
-    p = elevator_p(session, prompt, frames=6)
-    with pytest.raises(ValueError) as error:
-        session.run(p)
-    message = str(error.value)
-    assert f"prompt line {line}" in message and fragment in message and len(message.splitlines()) == 1
-    assert getattr(error.value, "status_code", None) == 422  # what the API answers
-    assert p.batch_size == 1
+    for prompt, line, fragment in BAD_TRAVEL:
+        p = elevator_p(session, prompt, frames=6)
+        with pytest.raises(ValueError) as error:
+            session.run(p)
+        message = str(error.value)
+        assert f"prompt line {line}" in message and fragment in message and len(message.splitlines()) == 1
+        assert getattr(error.value, "status_code", None) == 422  # what the API answers
+        assert p.batch_size == 1
     assert_untouched(before, fingerprint(session.unet))
 
 
@@ -152,8 +164,20 @@ def test_slerp_moves_between_the_keys_on_the_sphere(session):
     from lib_elevator.prompt_travel import slerp
 
     p, _, calls, _ = run_recording(session, TRAVEL, frames=7, refine_at="", steps=2, prompt_interpolation="slerp")
-    a, b = (encoded(prompt, p.steps) for prompt in KEY_PROMPTS)
+    a, b = (encoded(p, prompt) for prompt in KEY_PROMPTS)
     for _, _, cond in calls:
         assert torch.equal(cond[2], a) and torch.equal(cond[5], b)
         assert torch.allclose(cond[3], slerp(a, b, 1 / 3), rtol=0, atol=1e-6)
         assert not torch.allclose(cond[3], a + (b - a) / 3, rtol=0, atol=1e-4)
+
+
+def test_sdxl_travels_key_by_key_of_its_dict_conditioning(sdxl):
+    """SDXL's conditioning is a dict (token rows and the pooled vector): each part is interpolated."""
+    p, _, calls, _ = run_recording(sdxl, "0: a red fox\n2: a blue bird", frames=3, refine_at="", steps=2,
+                                   motion_model=SDXL_MOTION["animatediff_sdxl_beta"], formats=["mp4"])
+    a, b = (encoded(p, prompt) for prompt in ("a red fox", "a blue bird"))
+    assert calls and all(set(cond) == {"crossattn", "vector"} for _, _, cond in calls)
+    for _, _, cond in calls:
+        for part in ("crossattn", "vector"):
+            assert torch.equal(cond[part][0], a[part]) and torch.equal(cond[part][2], b[part])
+            assert torch.allclose(cond[part][1], a[part] + (b[part] - a[part]) / 2, rtol=0, atol=1e-6)
