@@ -165,6 +165,25 @@ def test_sdxl_frames_per_unet_batch_gives_the_one_batch_result(sdxl):
     assert (chunked - whole).abs().max() <= 1e-5 * whole.abs().max()
 
 
+def test_sdxl_t2v_runs_over_context_windows(sdxl):
+    """4 frames in T2V windows of 2 (overlap 1): every T2V call sees 2-frame clips with those frames' SDXL
+    conditioning rows (crossattn and vector), and the video has all 4 frames."""
+    p = sdxl_p(sdxl, "animatediff_sdxl_beta", frames=4, context_length=2, context_overlap=1)
+    clips = set()
+
+    def t2v_clip(module, args):
+        switch = p.videoelevator.active.switch
+        if switch.active:
+            clips.add(switch.frames)
+
+    handle = sdxl.unet.register_forward_pre_hook(t2v_clip)
+    try:
+        sdxl.run(p)
+    finally:
+        handle.remove()
+    assert sdxl.errors == [] and clips == {2} and len(newest_mp4(sdxl)[0]) == 4
+
+
 def test_sdxl_unet_is_restored_after_a_failure_and_an_interrupt(sdxl):
     from modules import script_callbacks, shared
 

@@ -51,8 +51,9 @@ Module → A1111 file it mirrors
 - ``api.api``                    modules/api/api.py: only how an exception in an API route is answered and logged
                                  (``../fastapi``: FastAPI's ``HTTPException``)
 - ``progress``                   modules/progress.py: what the progress API computes (progress, ETA, live preview)
-- ``stub_model``                 the loaded checkpoint (ldm LatentDiffusion shape, tiny real ldm UNetModel)
-- ``../k_diffusion``             crowsonkb/k-diffusion ``external.CompVisDenoiser`` and three samplers
+- ``stub_model``                 the loaded checkpoint (ldm LatentDiffusion shape, tiny real ldm UNetModel; or SDXL:
+                                 sgm DiffusionEngine shape around an sgm-shaped ldm UNetModel, dict conditioning)
+- ``../k_diffusion``             crowsonkb/k-diffusion ``external.CompVisDenoiser``/``CompVisVDenoiser`` and three samplers
 
 Faithful where extensions depend on it: hook and callback order and arguments (script arg slices),
 reported-not-raised exceptions in hooks and callbacks, CFGDenoiser batching ([cond rows; uncond rows],
