@@ -28,6 +28,8 @@ from __future__ import annotations
 import uuid
 from contextlib import ExitStack, contextmanager
 
+import torch
+
 from ...attention import FrameAnchors
 from ...lora import GatedLora
 from ...motion.motion_lora import MotionLoras
@@ -85,7 +87,6 @@ def first_frame_attention(switch: T2VSwitch, anchors: FrameAnchors):
     says how many frames a chunk has and, for a clip sent in frame chunks, holds frame 0's); plain
     self-attention during T2V calls. A closure, not a bound method: Forge deep-copies model options
     on every clone, and a bound method would copy the run with them."""
-    import torch
     from backend.attention import attention_function
 
     def attn1(q, k, v, transformer_options):
